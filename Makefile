@@ -1,0 +1,30 @@
+# README's commands. Each sets itself up on a machine with only python3 + pip.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.tokunify-installed
+
+.PHONY: install test test-all lint demo
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# The CPU build of torch first (a plain `torch` pulls a multi-GB CUDA build); keep a torch already there.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m ruff check tokunify tests benchmarks
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+test-all: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m ""
+
+lint: $(STAMP)
+	$(PY) -m ruff check tokunify tests benchmarks
+	$(PY) -m ruff format --check tokunify tests benchmarks
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m tokunify demo --out demo_out

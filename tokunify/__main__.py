@@ -1,0 +1,5 @@
+import sys
+
+from tokunify.cli import main
+
+sys.exit(main())

@@ -1,0 +1,200 @@
+"""Self-describing bundles: one directory holds everything needed to use a model.
+
+::
+
+    DIR/
+      config.json, model.safetensors, generation_config.json   HF weights (save_pretrained)
+      tokenizer.json, tokenizer_config.json, ...               HF tokenizer with the added tokens
+      vocab.json                                               the UnifiedVocab layout
+      tokunify.json                                            speech tokenizers, vocoders, provenance
+
+``transformers.AutoModelForCausalLM.from_pretrained(DIR)`` and ``AutoTokenizer.from_pretrained(DIR)``
+work without tokunify. :func:`load` returns everything together and refuses a bundle whose parts
+do not agree, naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tokunify.vocab import UnifiedVocab, VocabError
+
+BUNDLE_FILE = "tokunify.json"
+BUNDLE_FORMAT = "tokunify.bundle"
+BUNDLE_VERSION = 1
+
+
+class BundleError(ValueError):
+    """A bundle directory is missing a part, or its parts disagree."""
+
+
+def _version() -> str:
+    from tokunify import __version__
+
+    return __version__
+
+
+@dataclass
+class BundleSpec:
+    """Contents of ``tokunify.json``: what the weights alone do not say."""
+
+    base: str = ""
+    """Where the LM came from: an HF id/path or ``scratch:PRESET``."""
+    text_tokenizer: str = ""
+    """Where the text tokenizer came from."""
+    speech_tokenizers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Stream name -> speech tokenizer config (``to_config()`` of a tokenizer)."""
+    vocoders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Stream name -> vocoder reference (path relative to the bundle, or a config)."""
+    init: str | None = None
+    """How the new embedding rows were initialised."""
+    freeze_text_rows: bool = False
+    """Whether training should keep the original text rows fixed (SpeechGPT stage 1)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    tokunify_version: str = field(default_factory=_version)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = BUNDLE_FILE) -> BundleSpec:
+        if d.get("format") != BUNDLE_FORMAT:
+            raise BundleError(f"{source}: not a tokunify bundle spec (format={d.get('format')!r})")
+        if d.get("version") != BUNDLE_VERSION:
+            raise BundleError(f"{source}: bundle version {d.get('version')!r} is not supported")
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known - {"format", "version"}
+        if unknown:
+            raise BundleError(f"{source}: unknown keys {sorted(unknown)}")
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def check(self, vocab: UnifiedVocab, source: str = BUNDLE_FILE) -> None:
+        """Every speech tokenizer/vocoder must name a stream of ``vocab`` with matching sizes."""
+        for kind, table in (
+            ("speech tokenizer", self.speech_tokenizers),
+            ("vocoder", self.vocoders),
+        ):
+            for name, cfg in table.items():
+                try:
+                    spec = vocab.stream(name)
+                except VocabError as e:
+                    raise BundleError(f"{source}: {kind} for {e}") from None
+                card = cfg.get("cardinality")
+                if card is not None and card != spec.size:
+                    raise BundleError(
+                        f"{source}: {kind} of stream {name!r} has {card} units/codes, vocab.json has {spec.size}"
+                    )
+                nq = cfg.get("num_codebooks")
+                if nq is not None and nq != spec.codebooks:
+                    raise BundleError(
+                        f"{source}: {kind} of stream {name!r} has {nq} codebooks, vocab.json has {spec.codebooks}"
+                    )
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle. ``model`` is None when loaded with ``with_model=False``."""
+
+    path: Path | None
+    vocab: UnifiedVocab
+    tokenizer: Any
+    spec: BundleSpec
+    model: nn.Module | None = None
+
+    def save(self, path: str | Path) -> Path:
+        if self.model is None:
+            raise BundleError("cannot save a bundle loaded without its model")
+        return save_bundle(path, self.model, self.tokenizer, self.vocab, self.spec)
+
+
+@contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling directory; on success it replaces ``target`` by rename.
+
+    A crash or kill inside the block leaves ``target`` as it was. Replacing an existing ``target``
+    moves it aside first (``.NAME.old-PID``) and deletes it after the new one is in place.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def save_bundle(
+    path: str | Path, model: nn.Module, tokenizer: Any, vocab: UnifiedVocab, spec: BundleSpec
+) -> Path:
+    """Write a bundle atomically. Checks that model, tokenizer and vocab agree before writing."""
+    vocab.check_tokenizer(tokenizer, "tokenizer to save")
+    vocab.check_model_config(model.config, "model to save")
+    spec.check(vocab)
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        vocab.save(tmp / "vocab.json")
+        (tmp / BUNDLE_FILE).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+    return Path(path)
+
+
+def load_spec(path: str | Path) -> BundleSpec:
+    p = Path(path) / BUNDLE_FILE
+    if not p.is_file():
+        raise BundleError(f"{p}: missing; not a tokunify bundle")
+    try:
+        d = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{p}: not valid JSON: {e}") from e
+    return BundleSpec.from_dict(d, str(p))
+
+
+def load(
+    path: str | Path,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    with_model: bool = True,
+) -> Bundle:
+    """Load a bundle: vocab, tokenizer, spec and (optionally) the model, checked against each other."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    p = Path(path)
+    if not p.is_dir():
+        raise BundleError(
+            f"{p}: not a directory; a bundle is a directory written by `tokunify extend` or `train`"
+        )
+    vocab = UnifiedVocab.load(p)
+    spec = load_spec(p)
+    spec.check(vocab, str(p / BUNDLE_FILE))
+    tokenizer = AutoTokenizer.from_pretrained(str(p))
+    vocab.check_tokenizer(tokenizer, f"{p} (tokenizer)")
+    config = AutoConfig.from_pretrained(str(p))
+    vocab.check_model_config(config, f"{p / 'config.json'}")
+    model = None
+    if with_model:
+        model = AutoModelForCausalLM.from_pretrained(str(p), dtype=dtype)
+        if device is not None:
+            model = model.to(device)
+        model.eval()
+    return Bundle(path=p, vocab=vocab, tokenizer=tokenizer, spec=spec, model=model)

@@ -1,0 +1,150 @@
+"""The ``tokunify`` console entry point: one table maps subcommands to (args dataclass, function)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tokunify.config import add_arguments, from_flat
+
+
+@dataclass
+class TrainTextTokenizerArgs:
+    """Train a SentencePiece (unigram) text tokenizer; writes spm.model and HF tokenizer files."""
+
+    corpus: str = field(metadata={"positional": True})
+    """Text file, one sentence per line."""
+    out: str
+    """Output directory."""
+    vocab_size: int = 1000
+    """Upper bound on the number of pieces (a small corpus may give fewer)."""
+    character_coverage: float = 1.0
+    """Share of characters covered by pieces; the rest fall back to bytes."""
+
+
+def run_train_text_tokenizer(args: TrainTextTokenizerArgs) -> None:
+    from tokunify.tokenizers.text import train_sentencepiece
+
+    tok = train_sentencepiece(
+        args.corpus,
+        args.out,
+        vocab_size=args.vocab_size,
+        character_coverage=args.character_coverage,
+    )
+    print(f"wrote {args.out}: {len(tok)} pieces")
+
+
+@dataclass
+class InfoArgs:
+    """Print the vocabulary layout and the spec of a bundle (reads no weights)."""
+
+    bundle: str = field(metadata={"positional": True})
+    """Bundle directory."""
+
+
+def run_info(args: InfoArgs) -> None:
+    from tokunify.bundle import load
+
+    b = load(args.bundle, with_model=False)
+    v = b.vocab
+    print(f"bundle {b.path}")
+    print(f"  base: {b.spec.base}   text tokenizer: {b.spec.text_tokenizer}")
+    print(
+        f"  vocab: {v.size} ids = text {v.text_size} + {v.num_new} new (padded to {v.pad_to_multiple_of})"
+    )
+    print(f"  tasks: {', '.join(v.tasks)}")
+    for s in v.streams:
+        a, z = v.stream_range(s.name)
+        extra = (
+            f", {s.codebooks} x {s.size}, layout {s.layout}"
+            if s.kind == "codec"
+            else f", K={s.size}"
+        )
+        tok = "yes" if s.name in b.spec.speech_tokenizers else "no"
+        print(
+            f"  stream {s.name}: {s.kind}{extra}, ids [{a}, {z}), speech tokenizer recorded: {tok}"
+        )
+
+
+@dataclass(frozen=True)
+class Command:
+    args: str  # "module:Class" of the args dataclass
+    run: str  # "module:function"
+    help: str
+
+    def load(self) -> tuple[type, Callable[[Any], Any]]:
+        def get(ref: str) -> Any:
+            mod, _, name = ref.partition(":")
+            return getattr(importlib.import_module(mod), name)
+
+        return get(self.args), get(self.run)
+
+
+# Subcommands import their module only when run, so `tokunify --help` stays fast.
+COMMANDS: dict[str, Command] = {
+    "extend": Command(
+        "tokunify.extend:ExtendArgs",
+        "tokunify.extend:run_extend",
+        "Extend a causal LM with speech tokens; write a bundle.",
+    ),
+    "train-text-tokenizer": Command(
+        "tokunify.cli:TrainTextTokenizerArgs",
+        "tokunify.cli:run_train_text_tokenizer",
+        "Train a SentencePiece text tokenizer.",
+    ),
+    "info": Command(
+        "tokunify.cli:InfoArgs", "tokunify.cli:run_info", "Show a bundle's vocabulary layout."
+    ),
+}
+
+
+def _epilog(name: str) -> str | None:
+    if name == "extend":
+        from tokunify.extend import SCRATCH_PRESETS
+
+        return "from-scratch presets: " + ", ".join(f"scratch:{p}" for p in SCRATCH_PRESETS)
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokunify", description="Unified speech-text token LMs.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, cmd in COMMANDS.items():
+        if command is not None and name != command:
+            sub.add_parser(name, help=cmd.help)
+            continue
+        cls, _ = cmd.load()
+        p = sub.add_parser(
+            name, help=cmd.help, description=(cls.__doc__ or cmd.help).strip(), epilog=_epilog(name)
+        )
+        add_arguments(p, cls)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    ns = parser.parse_args(argv)
+    if ns.command is None:
+        parser.print_help()
+        return 2
+    cls, run = COMMANDS[ns.command].load()
+    values = {k: v for k, v in vars(ns).items() if k != "command"}
+    try:
+        run(from_flat(cls, values))
+    except (
+        ValueError,
+        FileNotFoundError,
+    ) as e:  # our errors subclass ValueError and name the input
+        print(f"tokunify {ns.command}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,547 @@
+"""Task formats: local-id streams -> ``(ids, loss_mask)`` and back.
+
+Every sequence has one grammar, whatever the task::
+
+    <|bos|> <|task:T|> SEGMENT ... SEGMENT <|eos|>
+    SEGMENT := <|text_start|> text ids <|text_end|>
+             | <|{stream}_start|> stream ids (codec: laid out by the stream's layout) <|{stream}_end|>
+
+A format decides which segments come from the input side (the prompt) and which are the target.
+``loss_mask[i]`` is True where ``ids[i]`` is a training target: by default the target segments and
+the final ``<|eos|>`` only (``loss_on_input=True`` also trains on the input segments). The generation
+prompt of a format is everything before its first target token, ending with the target's start
+marker, so the decoder knows which modality to emit.
+
+Ids written as ``u:i`` below mean the global id of local unit ``i``; ``T:5`` the text token 5.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from tokunify.layouts import get_layout
+from tokunify.vocab import MARKER, SPECIAL, TASK, TEXT, UnifiedVocab, VocabError
+
+
+class FormatError(ValueError):
+    """A sequence does not follow the task grammar, or an example lacks what a task needs."""
+
+
+@dataclass
+class Word:
+    """One word of an aligned utterance: its text ids and its slice of each speech stream."""
+
+    text: np.ndarray  # [n] text ids
+    speech: dict[str, np.ndarray]  # stream -> [t] units or [n_q, t] codes
+
+
+@dataclass
+class Utterance:
+    """Local-id streams of one utterance, as tokenizers and the token store give them."""
+
+    text: np.ndarray | None = None  # [n] text-tokenizer ids
+    speech: dict[str, np.ndarray] = field(default_factory=dict)  # stream -> [T] or [n_q, T]
+    words: list[Word] | None = None
+
+    def stream(self, name: str) -> np.ndarray:
+        if name not in self.speech:
+            raise FormatError(
+                f"utterance has no speech stream {name!r} (has {sorted(self.speech)})"
+            )
+        return np.asarray(self.speech[name])
+
+    def text_ids(self) -> np.ndarray:
+        if self.text is None:
+            raise FormatError("utterance has no text ids, but this task needs text")
+        return np.asarray(self.text, dtype=np.int64)
+
+
+@dataclass
+class Segment:
+    """A parsed segment: ``modality`` is ``"text"`` or a stream name; ``ids`` are local."""
+
+    modality: str
+    ids: np.ndarray  # [n] text ids, [T] units, or [n_q, T] codes
+    closed: bool = True  # False when the end marker is missing (e.g. generation hit its limit)
+
+
+@dataclass
+class ParsedSequence:
+    task: str | None
+    segments: list[Segment]
+    ended: bool  # True if the sequence ends with <|eos|>
+
+
+# ---- segments <-> ids ------------------------------------------------------------------------
+def stream_body(vocab: UnifiedVocab, stream: str, local: np.ndarray) -> np.ndarray:
+    """Local stream ids -> global body ids (codec streams laid out by their layout)."""
+    spec = vocab.stream(stream)
+    local = np.asarray(local, dtype=np.int64)
+    if spec.kind == "units":
+        if local.ndim != 1:
+            raise FormatError(f"stream {stream!r}: units must be [T], got shape {local.shape}")
+        return vocab.to_global(stream, local)
+    if local.ndim != 2 or local.shape[0] != spec.codebooks:
+        raise FormatError(
+            f"stream {stream!r}: codec codes must be [{spec.codebooks}, T], got shape {local.shape}"
+        )
+    return get_layout(spec.layout).build(vocab.to_global(stream, local), vocab.empty)
+
+
+def parse_stream_body(vocab: UnifiedVocab, stream: str, ids: np.ndarray) -> np.ndarray:
+    """Global body ids -> local ids (inverse of :func:`stream_body`)."""
+    spec = vocab.stream(stream)
+    ids = np.asarray(ids, dtype=np.int64)
+    if spec.kind == "units":
+        return vocab.to_local(stream, ids)
+    layout = get_layout(spec.layout)
+    try:
+        codes = layout.revert(ids, spec.codebooks, vocab.empty)
+    except ValueError as e:
+        raise FormatError(f"stream {stream!r}: {e}") from e
+    return vocab.to_local(stream, codes)
+
+
+def encode_segment(vocab: UnifiedVocab, modality: str, local: np.ndarray) -> np.ndarray:
+    """One segment with its markers, as global ids."""
+    if modality == "text":
+        text = np.asarray(local, dtype=np.int64)
+        if text.size and (text.min() < 0 or text.max() >= vocab.text_size):
+            raise FormatError(
+                f"text ids must lie in [0, {vocab.text_size}), got [{text.min()}, {text.max()}]"
+            )
+        return np.concatenate([[vocab.text_start], text, [vocab.text_end]]).astype(np.int64)
+    body = stream_body(vocab, modality, local)
+    return np.concatenate(
+        [[vocab.stream_start(modality)], body, [vocab.stream_end(modality)]]
+    ).astype(np.int64)
+
+
+def _start_markers(vocab: UnifiedVocab) -> dict[int, tuple[str, int]]:
+    """start marker id -> (modality, end marker id)."""
+    out = {vocab.text_start: ("text", vocab.text_end)}
+    for s in vocab.streams:
+        out[vocab.stream_start(s.name)] = (s.name, vocab.stream_end(s.name))
+    return out
+
+
+def parse_sequence(vocab: UnifiedVocab, ids: Sequence[int] | np.ndarray) -> ParsedSequence:
+    """Split a sequence into task tag and segments. Tolerates a missing final end marker/eos.
+
+    >>> # [bos, task:asr, units_start, u:3, u:3, units_end, text_start, T:5, text_end, eos]
+    >>> # -> ParsedSequence(task="asr", segments=[Segment("units", [3, 3]), Segment("text", [5])], ended=True)
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    kinds = vocab.modality_of(ids) if ids.size else np.zeros(0, dtype=np.int16)
+    i, n = 0, len(ids)
+    if i < n and ids[i] == vocab.bos:
+        i += 1
+    task = None
+    if i < n and kinds[i] == TASK:
+        task = vocab.tasks[int(ids[i]) - vocab.task(vocab.tasks[0])]
+        i += 1
+    starts = _start_markers(vocab)
+    # Structural ids (specials, markers, tasks) never occur inside a segment body, except <|empty|>.
+    structural = np.isin(kinds, (SPECIAL, MARKER, TASK)) & (ids != vocab.empty)
+    segments: list[Segment] = []
+    ended = False
+    while i < n:
+        tok = int(ids[i])
+        if tok == vocab.eos:
+            ended = True
+            if i != n - 1:
+                raise FormatError(f"tokens after <|eos|> at position {i}")
+            break
+        if tok not in starts:
+            raise FormatError(
+                f"position {i}: expected a segment start marker or <|eos|>, got id {tok}"
+            )
+        modality, end_id = starts[tok]
+        rest = np.flatnonzero(structural[i + 1 :])
+        j = i + 1 + int(rest[0]) if rest.size else n
+        closed = j < n and int(ids[j]) == end_id
+        if j < n and not closed and int(ids[j]) != vocab.eos:
+            raise FormatError(
+                f"position {j}: segment {modality!r} ends with unexpected id {int(ids[j])}"
+            )
+        body = ids[i + 1 : j]
+        try:
+            if modality == "text":
+                if body.size and not np.all(kinds[i + 1 : j] == TEXT):
+                    raise FormatError("non-text ids inside a text segment")
+                local = body
+            else:
+                local = parse_stream_body(vocab, modality, body)
+        except VocabError as e:
+            raise FormatError(f"segment {modality!r} at position {i}: {e}") from e
+        segments.append(Segment(modality, local, closed))
+        i = j + 1 if closed else j
+    return ParsedSequence(task, segments, ended)
+
+
+# ---- formats --------------------------------------------------------------------------------
+class TaskFormat(ABC):
+    """Base of all task formats. ``build`` for training, ``prompt`` for generation, ``parse`` back."""
+
+    task: ClassVar[str]
+    needs_stream: ClassVar[bool] = True
+
+    def __init__(self, vocab: UnifiedVocab, stream: str | None = None, loss_on_input: bool = False):
+        vocab.task(self.task)  # raises for a tag this vocab does not know
+        self.vocab = vocab
+        self.stream = (stream or vocab.default_stream) if self.needs_stream else stream
+        if self.stream is not None:
+            vocab.stream(self.stream)
+        self.loss_on_input = loss_on_input
+
+    @property
+    def target_modality(self) -> str | None:
+        """Modality of the first target segment ("text" or a stream); its start marker ends the prompt."""
+        return self.stream
+
+    def inputs(self, utt: Utterance) -> list[tuple[str, np.ndarray]]:
+        """Input-side segments as (modality, local ids)."""
+        return []
+
+    @abstractmethod
+    def targets(
+        self, utt: Utterance, target: Utterance | None, rng: np.random.Generator | None
+    ) -> list[tuple[str, np.ndarray]]:
+        """Target-side segments as (modality, local ids)."""
+
+    def build(
+        self,
+        utt: Utterance,
+        target: Utterance | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids [L] int64, loss_mask [L] bool)`` for training."""
+        v = self.vocab
+        parts = [np.array([v.bos, v.task(self.task)], dtype=np.int64)]
+        masks = [np.zeros(2, dtype=bool)]
+        groups = ((self.inputs(utt), self.loss_on_input), (self.targets(utt, target, rng), True))
+        for group, train in groups:
+            for modality, local in group:
+                seg = encode_segment(v, modality, local)
+                parts.append(seg)
+                masks.append(np.full(len(seg), train))
+        parts.append(np.array([v.eos], dtype=np.int64))
+        masks.append(np.ones(1, dtype=bool))
+        return np.concatenate(parts), np.concatenate(masks)
+
+    def prompt(self, utt: Utterance) -> np.ndarray:
+        """Generation prompt: bos, task tag, the input segments, then the target's start marker."""
+        v = self.vocab
+        parts = [np.array([v.bos, v.task(self.task)], dtype=np.int64)]
+        parts += [encode_segment(v, m, x) for m, x in self.inputs(utt)]
+        m = self.target_modality
+        if m is not None:
+            parts.append(
+                np.array([v.text_start if m == "text" else v.stream_start(m)], dtype=np.int64)
+            )
+        return np.concatenate(parts)
+
+    def parse_checked(self, ids: Sequence[int] | np.ndarray) -> ParsedSequence:
+        parsed = parse_sequence(self.vocab, ids)
+        if parsed.task is not None and parsed.task != self.task:
+            raise FormatError(
+                f"sequence has task tag {parsed.task!r}, this format is {self.task!r}"
+            )
+        return parsed
+
+    def parse(self, ids: Sequence[int] | np.ndarray) -> Any:
+        """Streams back from a built or generated sequence."""
+        parsed = self.parse_checked(ids)
+        out = Utterance()
+        for seg in parsed.segments:
+            if seg.modality == "text":
+                out.text = seg.ids
+            else:
+                out.speech[seg.modality] = seg.ids
+        return out
+
+
+class TextFormat(TaskFormat):
+    """Text LM.
+
+    ``Utterance(text=[5, 6])`` -> ``[bos, task:text, text_start, T:5, T:6, text_end, eos]``,
+    mask ``[0, 0, 1, 1, 1, 1, 1]``. The prompt is ``[bos, task:text, text_start]``.
+    """
+
+    task = "text"
+    needs_stream = False
+    target_modality = "text"
+
+    def targets(self, utt, target, rng):
+        return [("text", utt.text_ids())]
+
+
+class SpeechFormat(TaskFormat):
+    """Unconditional speech LM on one stream.
+
+    ``Utterance(speech={"units": [3, 7]})`` -> ``[bos, task:speech, units_start, u:3, u:7, units_end, eos]``,
+    mask ``[0, 0, 1, 1, 1, 1, 1]``.
+    """
+
+    task = "speech"
+
+    def targets(self, utt, target, rng):
+        return [(self.stream, utt.stream(self.stream))]
+
+
+class ContinueFormat(TaskFormat):
+    """Speech continuation: the first part of an utterance is the prompt, the rest the target.
+
+    The split is at ``prompt_fraction`` of the frames, or uniform in ``fraction_range`` when an
+    ``rng`` is given. With units ``[3, 7, 9, 9]`` and fraction 0.5::
+
+        ids  [bos, task:continue, units_start, u:3, u:7, u:9, u:9, units_end, eos]
+        mask [0,   0,             0,           0,   0,   1,   1,   1,         1]
+
+    ``prompt(utt)`` uses the *whole* utterance as the prefix: ``[bos, task:continue, units_start, u:3 .. u:9]``.
+    """
+
+    task = "continue"
+
+    def __init__(
+        self,
+        vocab: UnifiedVocab,
+        stream: str | None = None,
+        loss_on_input: bool = False,
+        prompt_fraction: float = 0.5,
+        fraction_range: tuple[float, float] = (0.2, 0.8),
+    ):
+        super().__init__(vocab, stream, loss_on_input)
+        self.prompt_fraction = prompt_fraction
+        self.fraction_range = fraction_range
+
+    def targets(self, utt, target, rng):
+        return [(self.stream, utt.stream(self.stream))]
+
+    def _split(self, frames: int, rng: np.random.Generator | None) -> int:
+        frac = rng.uniform(*self.fraction_range) if rng is not None else self.prompt_fraction
+        return round(frames * frac)
+
+    def build(self, utt, target=None, rng=None):
+        v, spec = self.vocab, self.vocab.stream(self.stream)
+        local = utt.stream(self.stream)
+        body = stream_body(v, self.stream, local)
+        frames = local.shape[-1]
+        split = 2 + 1 + _frame_boundary(spec, self._split(frames, rng))
+        ids = np.concatenate(
+            [
+                [v.bos, v.task(self.task), v.stream_start(self.stream)],
+                body,
+                [v.stream_end(self.stream), v.eos],
+            ]
+        ).astype(np.int64)
+        mask = np.zeros(len(ids), dtype=bool)
+        mask[split:] = True
+        if self.loss_on_input:
+            mask[2:] = True
+        return ids, mask
+
+    def prompt(self, utt):
+        v = self.vocab
+        body = stream_body(v, self.stream, utt.stream(self.stream))
+        if v.stream(self.stream).layout == "delay" and v.stream(self.stream).kind == "codec":
+            # The tail of a delayed layout is the closing fill; continue from the last full step.
+            n_q = v.stream(self.stream).codebooks
+            body = body[: len(body) - (n_q - 1) * n_q] if len(body) else body
+        return np.concatenate(
+            [[v.bos, v.task(self.task), v.stream_start(self.stream)], body]
+        ).astype(np.int64)
+
+
+def _frame_boundary(spec: Any, frames: int) -> int:
+    if spec.kind == "units":
+        return frames
+    return get_layout(spec.layout).frame_boundary(frames, spec.codebooks)
+
+
+class ASRFormat(TaskFormat):
+    """Speech recognition (VoxtLM ``<start-speech> D <generate-text> Y``; SpeechGPT-style target-only loss).
+
+    ``Utterance(text=[5], speech={"units": [3, 7]})`` ->
+    ``[bos, task:asr, units_start, u:3, u:7, units_end, text_start, T:5, text_end, eos]``,
+    mask ``[0, 0, 0, 0, 0, 0, 1, 1, 1, 1]``. Prompt: ``[bos, task:asr, units_start, u:3, u:7, units_end, text_start]``.
+    """
+
+    task = "asr"
+    target_modality = "text"
+
+    def inputs(self, utt):
+        return [(self.stream, utt.stream(self.stream))]
+
+    def targets(self, utt, target, rng):
+        return [("text", utt.text_ids())]
+
+
+class TTSFormat(TaskFormat):
+    """Speech synthesis: text in, speech stream out.
+
+    ``Utterance(text=[5], speech={"units": [3, 7]})`` ->
+    ``[bos, task:tts, text_start, T:5, text_end, units_start, u:3, u:7, units_end, eos]``,
+    mask ``[0, 0, 0, 0, 0, 1, 1, 1, 1, 1]``. Prompt: ``[bos, task:tts, text_start, T:5, text_end, units_start]``.
+    """
+
+    task = "tts"
+
+    def inputs(self, utt):
+        return [("text", utt.text_ids())]
+
+    def targets(self, utt, target, rng):
+        return [(self.stream, utt.stream(self.stream))]
+
+
+class S2SFormat(TaskFormat):
+    """Speech to speech (e.g. spoken question -> spoken answer): ``build(source, target)``.
+
+    source units ``[3]``, target units ``[8, 9]`` ->
+    ``[bos, task:s2s, units_start, u:3, units_end, units_start, u:8, u:9, units_end, eos]``,
+    mask ``[0, 0, 0, 0, 0, 1, 1, 1, 1, 1]``. ``parse`` returns ``(source, target)`` utterances.
+    """
+
+    task = "s2s"
+
+    def inputs(self, utt):
+        return [(self.stream, utt.stream(self.stream))]
+
+    def targets(self, utt, target, rng):
+        if target is None:
+            raise FormatError("s2s needs a target utterance: build(source, target)")
+        return [(self.stream, target.stream(self.stream))]
+
+    def parse(self, ids):
+        parsed = self.parse_checked(ids)
+        speech = [s for s in parsed.segments if s.modality == self.stream]
+        src = Utterance(speech={self.stream: speech[0].ids}) if speech else Utterance()
+        tgt = Utterance(speech={self.stream: speech[1].ids}) if len(speech) > 1 else Utterance()
+        return src, tgt
+
+
+class InterleaveFormat(TaskFormat):
+    """Word-level interleaving (SpiritLM style): modality switches at word boundaries.
+
+    Words are grouped into spans of ``span_words`` (min, max) words; span modalities alternate,
+    starting from a random one. Every token after the task tag is trained on. With words
+    ``the|cat|sat`` (text ids ``[5]``, ``[6]``, ``[7]``; units ``[1]``, ``[2, 2]``, ``[4]``) and spans
+    ``[the] [cat sat]`` starting with text::
+
+        [bos, task:interleave, text_start, T:5, text_end, units_start, u:2, u:2, u:4, units_end, eos]
+
+    ``parse`` returns the list of :class:`Segment` in order.
+    """
+
+    task = "interleave"
+    target_modality = None
+
+    def __init__(
+        self,
+        vocab: UnifiedVocab,
+        stream: str | None = None,
+        loss_on_input: bool = True,
+        span_words: tuple[int, int] = (1, 5),
+    ):
+        super().__init__(vocab, stream, loss_on_input)
+        if not 1 <= span_words[0] <= span_words[1]:
+            raise ValueError(f"span_words must satisfy 1 <= min <= max, got {span_words}")
+        self.span_words = span_words
+
+    def spans(self, n_words: int, rng: np.random.Generator) -> list[tuple[int, int, str]]:
+        """``(start, stop, modality)`` word spans covering ``range(n_words)``."""
+        out: list[tuple[int, int, str]] = []
+        modality = "text" if rng.random() < 0.5 else self.stream
+        i = 0
+        while i < n_words:
+            k = int(rng.integers(self.span_words[0], self.span_words[1] + 1))
+            out.append((i, min(i + k, n_words), modality))
+            modality = self.stream if modality == "text" else "text"
+            i += k
+        return out
+
+    def targets(self, utt, target, rng):
+        if not utt.words:
+            raise FormatError("interleave needs word alignments (utterance.words is empty)")
+        rng = rng if rng is not None else np.random.default_rng(0)
+        segs: list[tuple[str, np.ndarray]] = []
+        for a, b, modality in self.spans(len(utt.words), rng):
+            words = utt.words[a:b]
+            if modality == "text":
+                segs.append(
+                    ("text", np.concatenate([np.asarray(w.text, dtype=np.int64) for w in words]))
+                )
+            else:
+                parts = [np.asarray(w.speech[self.stream], dtype=np.int64) for w in words]
+                segs.append((modality, np.concatenate(parts, axis=-1)))
+        return segs
+
+    def parse(self, ids):
+        return self.parse_checked(ids).segments
+
+
+FORMATS: dict[str, type[TaskFormat]] = {
+    cls.task: cls
+    for cls in (
+        TextFormat,
+        SpeechFormat,
+        ContinueFormat,
+        ASRFormat,
+        TTSFormat,
+        S2SFormat,
+        InterleaveFormat,
+    )
+}
+
+
+def get_format(task: str, vocab: UnifiedVocab, **kwargs: Any) -> TaskFormat:
+    """The format for a task tag. Unknown tags raise with the list of known ones."""
+    try:
+        cls = FORMATS[task]
+    except KeyError:
+        raise FormatError(f"unknown task {task!r}; known tasks: {sorted(FORMATS)}") from None
+    return cls(vocab, **kwargs)
+
+
+# ---- word alignment -> per-word slices -------------------------------------------------------
+def align_words(
+    alignment: Sequence[tuple[str, float, float]],
+    word_text_ids: Sequence[Sequence[int]],
+    stream: str,
+    stream_ids: np.ndarray,
+    frame_rate: float,
+    durations: np.ndarray | None = None,
+) -> list[Word]:
+    """Cut a stream into per-word slices from ``(word, start_s, end_s)`` alignments.
+
+    Token ``k`` starts at frame ``sum(durations[:k])`` (deduplicated units) or ``k``. Word ``i`` gets
+    the tokens starting in ``[start_i, start_{i+1})``, the last word those up to its end, so pauses
+    go with the word before them and nothing after the first word is dropped.
+    """
+    if len(alignment) != len(word_text_ids):
+        raise FormatError(f"{len(alignment)} aligned words but {len(word_text_ids)} text id lists")
+    ids = np.asarray(stream_ids, dtype=np.int64)
+    t = ids.shape[-1]
+    if durations is None:
+        token_start = np.arange(t)
+    else:
+        durations = np.asarray(durations, dtype=np.int64)
+        if durations.shape != (t,):
+            raise FormatError(f"durations shape {durations.shape} does not match {t} tokens")
+        token_start = np.cumsum(durations) - durations
+    starts = np.array([w[1] for w in alignment], dtype=np.float64) * frame_rate
+    end = float(alignment[-1][2]) * frame_rate if len(alignment) else 0.0
+    bounds = np.searchsorted(token_start, np.append(np.round(starts), np.round(end)), side="left")
+    bounds = np.maximum.accumulate(bounds)
+    return [
+        Word(
+            text=np.asarray(txt, dtype=np.int64),
+            speech={stream: ids[..., bounds[i] : bounds[i + 1]]},
+        )
+        for i, txt in enumerate(word_text_ids)
+    ]
