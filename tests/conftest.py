@@ -3,54 +3,13 @@
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 import pytest
+from helpers import sentences
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-WORDS = [
-    "the",
-    "a",
-    "cat",
-    "dog",
-    "sat",
-    "ran",
-    "on",
-    "under",
-    "red",
-    "blue",
-    "house",
-    "tree",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "what",
-    "is",
-    "where",
-    "are",
-    "you",
-    "i",
-    "we",
-    "they",
-    "see",
-    "saw",
-    "big",
-    "small",
-    "green",
-    "happy",
-    "quickly",
-    "slowly",
-]
-
-
-def sentences(n: int, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))) for _ in range(n)]
 
 
 @pytest.fixture(scope="session")
@@ -131,3 +90,37 @@ def base_model_dir(request, tmp_path_factory, sp_dir, bpe_tokenizer_dir) -> Path
     kind, tied = request.param
     tok_dir = sp_dir if kind == "llama" else bpe_tokenizer_dir
     return _save_model(kind, tied, tok_dir, tmp_path_factory.mktemp(f"{kind}-{tied}"))
+
+
+SPEECH_TEXTS = [
+    "the red cat sat on the mat",
+    "what is two plus three",
+    "a big dog ran to the green house",
+    "we saw five small birds",
+    "where are you going today",
+    "they like blue trees",
+]
+SPEECH_VOICES = ["en-us", "en-us+m3", "en+f2"]
+
+
+@pytest.fixture(scope="session")
+def speech_manifest(tmp_path_factory) -> Path:
+    """A small espeak-ng corpus: wavs at espeak's native 22.05 kHz and a JSONL manifest with words."""
+    import soundfile as sf
+
+    from tokunify.corpus.espeak import Espeak
+    from tokunify.manifest import Entry, write_manifest
+
+    root = tmp_path_factory.mktemp("speech")
+    engine = Espeak()
+    entries = []
+    for i, text in enumerate(SPEECH_TEXTS):
+        for j, voice in enumerate(SPEECH_VOICES):
+            s = engine.synthesize(text, voice)
+            path = root / "wavs" / f"u{i}_{j}.wav"
+            path.parent.mkdir(exist_ok=True)
+            sf.write(path, s.audio, s.sample_rate)
+            entries.append(
+                Entry(id=f"u{i}_{j}", audio=path, text=text, speaker=voice, words=s.words)
+            )
+    return write_manifest(entries, root / "manifest.jsonl")

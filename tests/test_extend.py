@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import sentences
+from helpers import sentences
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tokunify.extend import (

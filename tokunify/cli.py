@@ -99,6 +99,21 @@ COMMANDS: dict[str, Command] = {
     "info": Command(
         "tokunify.cli:InfoArgs", "tokunify.cli:run_info", "Show a bundle's vocabulary layout."
     ),
+    "train-kmeans": Command(
+        "tokunify.tokenizers.commands:TrainKMeansArgs",
+        "tokunify.tokenizers.commands:run_train_kmeans",
+        "Train unit k-means on features from a manifest.",
+    ),
+    "convert-kmeans": Command(
+        "tokunify.tokenizers.commands:ConvertKMeansArgs",
+        "tokunify.tokenizers.commands:run_convert_kmeans",
+        "Convert a fairseq/sklearn k-means file to safetensors.",
+    ),
+    "encode-audio": Command(
+        "tokunify.tokenizers.commands:EncodeAudioArgs",
+        "tokunify.tokenizers.commands:run_encode_audio",
+        "Encode audio files to local ids.",
+    ),
 }
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import sentencepiece as spm
-from conftest import sentences
+from helpers import sentences
 from transformers import AutoTokenizer
 
 from tokunify.tokenizers.text import TextTokenizerError, load_text_tokenizer, train_sentencepiece

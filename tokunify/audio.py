@@ -1,0 +1,100 @@
+"""Audio I/O and conversion: soundfile to read, soxr to resample, clear errors naming the input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+try:  # soundfile raises its own error type for unreadable files
+    from soundfile import LibsndfileError as _SFError
+except ImportError:  # older soundfile
+    _SFError = RuntimeError
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used: unreadable, empty, too short, or with NaN/inf samples."""
+
+
+def read_audio(
+    path: str | Path, start: float | None = None, end: float | None = None
+) -> tuple[np.ndarray, int]:
+    """Read ``[channels, samples]`` float32 and the sample rate; ``start``/``end`` in seconds."""
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.exists():
+        raise AudioError(f"{p}: file not found")
+    try:
+        info = sf.info(str(p))
+        sr = int(info.samplerate)
+        a = round(start * sr) if start else 0
+        b = round(end * sr) if end is not None else -1
+        if end is not None and b <= a:
+            raise AudioError(f"{p}: end {end} s is not after start {start or 0} s")
+        if a > info.frames or (end is not None and b > info.frames + 1):
+            raise AudioError(
+                f"{p}: segment [{start or 0}, {end}] s lies outside the file ({info.frames / sr:.3f} s)"
+            )
+        data, sr = sf.read(
+            str(p), start=a, stop=None if b < 0 else b, dtype="float32", always_2d=True
+        )
+    except AudioError:
+        raise
+    except (_SFError, RuntimeError, OSError, ValueError, TypeError) as e:
+        raise AudioError(f"{p}: unreadable audio ({e})") from e
+    return np.ascontiguousarray(data.T), int(sr)  # [C, N]
+
+
+def to_mono(wav: np.ndarray) -> np.ndarray:
+    """``[N]`` or ``[C, N]`` -> ``[N]`` (mean over channels)."""
+    wav = np.asarray(wav, dtype=np.float32)
+    if wav.ndim == 1:
+        return wav
+    if wav.ndim == 2:
+        return wav.mean(axis=0) if wav.shape[0] > 1 else wav[0]
+    raise AudioError(f"audio must be [N] or [C, N], got shape {wav.shape}")
+
+
+def resample(wav: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
+    """Resample ``[N]`` with soxr (high quality). Identity when the rates match."""
+    if sr == target_sr:
+        return wav
+    import soxr
+
+    return soxr.resample(wav, sr, target_sr, quality="HQ").astype(np.float32, copy=False)
+
+
+def check_audio(wav: np.ndarray, name: str, min_samples: int = 1) -> np.ndarray:
+    """Raise :class:`AudioError` naming ``name`` for empty, too short or non-finite audio."""
+    if wav.size == 0:
+        raise AudioError(f"{name}: empty audio (0 samples)")
+    if wav.shape[-1] < min_samples:
+        raise AudioError(
+            f"{name}: {wav.shape[-1]} samples is shorter than one frame ({min_samples} samples)"
+        )
+    if not np.isfinite(wav).all():
+        raise AudioError(f"{name}: audio contains NaN or inf samples")
+    return wav
+
+
+def prepare(
+    wav: np.ndarray, sr: int, target_sr: int, name: str = "audio", min_samples: int = 1
+) -> np.ndarray:
+    """Any channel count and rate -> mono float32 ``[N]`` at ``target_sr``, checked."""
+    mono = to_mono(wav)
+    check_audio(mono, name, 1)
+    out = resample(mono, sr, target_sr)
+    return check_audio(out, name, min_samples)
+
+
+def load(
+    path: str | Path,
+    target_sr: int,
+    start: float | None = None,
+    end: float | None = None,
+    min_samples: int = 1,
+) -> np.ndarray:
+    """Read, mix to mono, resample and check in one call: ``[N]`` float32 at ``target_sr``."""
+    wav, sr = read_audio(path, start, end)
+    return prepare(wav, sr, target_sr, str(path), min_samples)

@@ -1,0 +1,1 @@
+"""Offline corpora: espeak-ng synthesis and a sentence grammar."""

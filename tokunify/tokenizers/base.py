@@ -1,0 +1,169 @@
+"""The speech tokenizer interface (after audiocraft's ``CompressionModel``) and its registry.
+
+A tokenizer turns waveforms into *local* ids: units ``0..K-1`` (``[T]`` per utterance) or codec
+codes ``[n_q, T]``. It knows nothing of the LLM vocabulary. Configs are plain dicts with a ``kind``
+key, so a bundle can name a tokenizer and rebuild it with :func:`tokenizer_from_config`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tokunify import audio as audio_io
+
+
+@dataclass
+class TokenizerOutput:
+    """Per-utterance ids (``[T_i]`` units or ``[n_q, T_i]`` codes) and, with dedup, run lengths."""
+
+    ids: list[torch.Tensor]
+    durations: list[torch.Tensor] | None = None  # [T_i] frames per unit, when deduplicated
+
+
+class SpeechTokenizer(ABC):
+    """Waveforms in, local ids out."""
+
+    kind: str  # registry key, written into configs
+
+    @property
+    @abstractmethod
+    def sample_rate(self) -> int:
+        """Rate the tokenizer works at; inputs at other rates are resampled with soxr."""
+
+    @property
+    @abstractmethod
+    def frame_rate(self) -> float:
+        """Frames (before dedup) per second of audio."""
+
+    @property
+    @abstractmethod
+    def cardinality(self) -> int:
+        """Units K, or the codebook size C."""
+
+    @property
+    def num_codebooks(self) -> int:
+        return 1
+
+    @property
+    def min_samples(self) -> int:
+        """Shortest input (at :attr:`sample_rate`) that yields one frame."""
+        return 1
+
+    @abstractmethod
+    def encode_batch(self, wavs: torch.Tensor, lengths: torch.Tensor) -> TokenizerOutput:
+        """``wavs [B, N]`` mono at :attr:`sample_rate`, zero-padded; ``lengths [B]`` in samples."""
+
+    def decode(self, ids: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Ids back to ``[N]`` waveforms at :attr:`sample_rate`, for tokenizers that can."""
+        raise NotImplementedError(
+            f"{self.kind} ids cannot be decoded by the tokenizer itself; use a unit vocoder"
+        )
+
+    @abstractmethod
+    def to_config(self) -> dict[str, Any]:
+        """A dict with ``kind`` that :func:`tokenizer_from_config` turns back into this tokenizer."""
+
+    # ---- conveniences shared by every tokenizer --------------------------------------------
+    def encode(
+        self,
+        wavs: torch.Tensor | np.ndarray | Sequence[np.ndarray | torch.Tensor],
+        lengths: torch.Tensor | Sequence[int] | None = None,
+        sample_rate: int | None = None,
+        names: Sequence[str] | None = None,
+    ) -> TokenizerOutput:
+        """Encode a batch: ``[B, N]``/``[B, C, N]`` padded with ``lengths``, or a list of ``[N]``/``[C, N]``.
+
+        Channels are mixed to mono and audio is resampled from ``sample_rate`` (default: the
+        tokenizer's). Empty, too short or non-finite inputs raise :class:`~tokunify.audio.AudioError`
+        naming the input (``names[i]`` or ``input i``).
+        """
+        items = _split_batch(wavs, lengths)
+        sr = sample_rate or self.sample_rate
+        prepared = [
+            audio_io.prepare(
+                w, sr, self.sample_rate, names[i] if names else f"input {i}", self.min_samples
+            )
+            for i, w in enumerate(items)
+        ]
+        batch, lens = pad_batch(prepared)
+        return self.encode_batch(batch, lens)
+
+    def encode_files(self, paths: Sequence[str | Path]) -> TokenizerOutput:
+        wavs = [audio_io.load(p, self.sample_rate, min_samples=self.min_samples) for p in paths]
+        batch, lens = pad_batch(wavs)
+        return self.encode_batch(batch, lens)
+
+
+def _split_batch(wavs: Any, lengths: Any) -> list[np.ndarray]:
+    if isinstance(wavs, (torch.Tensor, np.ndarray)):
+        arr = (
+            wavs.detach().cpu().float().numpy()
+            if isinstance(wavs, torch.Tensor)
+            else np.asarray(wavs, np.float32)
+        )
+        if arr.ndim == 1:
+            arr = arr[None]
+        n = arr.shape[-1]
+        lens = [n] * arr.shape[0] if lengths is None else [int(x) for x in lengths]
+        return [arr[i, ..., : lens[i]] for i in range(arr.shape[0])]
+    out = []
+    for w in wavs:
+        out.append(
+            w.detach().cpu().float().numpy()
+            if isinstance(w, torch.Tensor)
+            else np.asarray(w, np.float32)
+        )
+    return out
+
+
+def pad_batch(wavs: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """List of ``[N_i]`` -> ``[B, max N]`` zero-padded float32 and ``[B]`` lengths."""
+    lens = torch.tensor([len(w) for w in wavs], dtype=torch.long)
+    batch = torch.zeros(len(wavs), int(lens.max()) if len(wavs) else 0)
+    for i, w in enumerate(wavs):
+        batch[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
+    return batch, lens
+
+
+def dedup(units: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Collapse runs: ``[T]`` -> (``[T']`` units, ``[T']`` run lengths). ``[5,5,2,5]`` -> ``[5,2,5]``, ``[2,1,1]``."""
+    return torch.unique_consecutive(units, return_counts=True)
+
+
+# kind -> "module:Class"; modules load lazily so optional backends cost nothing until used.
+TOKENIZERS: dict[str, str] = {
+    "ssl_units": "tokunify.tokenizers.units:UnitTokenizer",
+    "mel_units": "tokunify.tokenizers.units:UnitTokenizer",
+    "encodec": "tokunify.tokenizers.codec:EncodecTokenizer",
+}
+
+
+class TokenizerConfigError(ValueError):
+    pass
+
+
+def tokenizer_from_config(
+    config: dict[str, Any], base_dir: str | Path | None = None, device: str | torch.device = "cpu"
+) -> SpeechTokenizer:
+    """Rebuild a tokenizer from :meth:`SpeechTokenizer.to_config` output (paths relative to ``base_dir``)."""
+    kind = config.get("kind")
+    if kind not in TOKENIZERS:
+        raise TokenizerConfigError(
+            f"unknown speech tokenizer kind {kind!r}; known: {sorted(TOKENIZERS)}"
+        )
+    mod, _, name = TOKENIZERS[kind].partition(":")
+    cls = getattr(importlib.import_module(mod), name)
+    return cls.from_config(config, base_dir=base_dir, device=device)
+
+
+def resolve_path(path: str | Path, base_dir: str | Path | None) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() or base_dir is None else Path(base_dir) / p

@@ -1,0 +1,153 @@
+"""Subcommands of the speech tokenizers: train-kmeans, convert-kmeans, encode-audio."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from tokunify.audio import AudioError
+from tokunify.audio import load as load_audio
+from tokunify.config import read_data_file
+from tokunify.manifest import read_manifest
+from tokunify.tokenizers.base import pad_batch, tokenizer_from_config
+from tokunify.tokenizers.kmeans import KMeans, convert_sklearn
+from tokunify.tokenizers.units import features_from_config
+
+
+@dataclass
+class TrainKMeansArgs:
+    """Train k-means centroids on features sampled from a manifest; writes a complete tokenizer config."""
+
+    manifest: str = field(metadata={"positional": True})
+    """JSONL/TSV manifest of the audio to sample."""
+    tokenizer: str
+    """Unit tokenizer config (YAML/JSON) naming the features: kind ssl_units (source, layer) or mel_units."""
+    out: str
+    """Output directory: centroids.safetensors, tokenizer.yaml, rejects.jsonl."""
+    k: int = 500
+    """Number of units."""
+    max_utterances: int = 2000
+    """Utterances sampled from the manifest."""
+    max_frames: int = 1_000_000
+    """Feature frames kept for training (sampled uniformly when there are more)."""
+    batch_size: int = 16
+    """Utterances per feature batch."""
+    iters: int = 100
+    """Mini-batch k-means epochs (early stop on convergence)."""
+    seed: int = 0
+    """Sampling and k-means seed."""
+    device: str = "cpu"
+    """Device for features and k-means (cpu, cuda, cuda:1, ...)."""
+
+
+def run_train_kmeans(args: TrainKMeansArgs) -> Path:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = read_data_file(args.tokenizer)
+    feats = features_from_config(cfg, args.device)
+    entries = list(read_manifest(args.manifest))
+    rng = random.Random(args.seed)
+    rng.shuffle(entries)
+    entries = entries[: args.max_utterances]
+    chunks: list[torch.Tensor] = []
+    rejects = 0
+    with (out / "rejects.jsonl").open("w") as rej:
+        for a in range(0, len(entries), args.batch_size):
+            wavs = []
+            for e in entries[a : a + args.batch_size]:
+                try:
+                    wavs.append(
+                        load_audio(e.audio, feats.sample_rate, e.start, e.end, feats.min_samples)
+                    )
+                except AudioError as err:
+                    rej.write(
+                        json.dumps({"id": e.id, "path": str(e.audio), "reason": str(err)}) + "\n"
+                    )
+                    rejects += 1
+            if wavs:
+                batch, lens = pad_batch(wavs)
+                chunks += [f.cpu() for f in feats(batch, lens)]
+    if not chunks:
+        raise ValueError(
+            f"{args.manifest}: no usable audio ({rejects} rejected; see {out / 'rejects.jsonl'})"
+        )
+    x = torch.cat(chunks)  # [N, D]
+    if x.shape[0] > args.max_frames:
+        keep = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(args.seed))[
+            : args.max_frames
+        ]
+        x = x[keep]
+    km = KMeans.fit(x.to(args.device), args.k, max_iter=args.iters, seed=args.seed)
+    km.save(
+        out / "centroids.safetensors", {"manifest": str(args.manifest), "frames": str(x.shape[0])}
+    )
+    full = dict(cfg, centroids="centroids.safetensors", cardinality=args.k)
+    full.setdefault("dedup", True)
+    (out / "tokenizer.yaml").write_text(yaml.safe_dump(full, sort_keys=False))
+    print(
+        f"k-means K={args.k} on {x.shape[0]} frames from {len(entries) - rejects} utterances "
+        f"({rejects} rejected); inertia {km.inertia(x.to(args.device)):.4g}; wrote {out}/tokenizer.yaml"
+    )
+    return out
+
+
+@dataclass
+class ConvertKMeansArgs:
+    """Convert a joblib-pickled scikit-learn k-means (fairseq/textlesslib recipes) to safetensors.
+
+    This unpickles FILE: only convert files you trust. Bundles never unpickle.
+    """
+
+    file: str = field(metadata={"positional": True})
+    """The .bin/.pkl/.joblib k-means file."""
+    out: str
+    """Output centroids .safetensors."""
+
+
+def run_convert_kmeans(args: ConvertKMeansArgs) -> Path:
+    km = convert_sklearn(args.file)
+    p = km.save(args.out, {"converted_from": Path(args.file).name})
+    print(f"wrote {p}: K={km.k}, dim={km.dim}")
+    return p
+
+
+@dataclass
+class EncodeAudioArgs:
+    """Encode audio files with a speech tokenizer; prints (or writes) JSON lines of local ids."""
+
+    audio: list[str] = field(metadata={"positional": True})
+    """Audio files (any rate and channel count)."""
+    tokenizer: str
+    """Tokenizer config (YAML/JSON), e.g. tokenizer.yaml from train-kmeans."""
+    out: str | None = None
+    """Write JSONL here instead of printing."""
+    device: str = "cpu"
+    """Device (cpu, cuda, ...)."""
+    batch_size: int = 8
+    """Files per batch."""
+
+
+def run_encode_audio(args: EncodeAudioArgs) -> None:
+    cfg_path = Path(args.tokenizer)
+    tok = tokenizer_from_config(
+        read_data_file(cfg_path), base_dir=cfg_path.parent, device=args.device
+    )
+    sink = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
+    try:
+        for a in range(0, len(args.audio), args.batch_size):
+            paths = args.audio[a : a + args.batch_size]
+            res = tok.encode_files(paths)
+            for i, p in enumerate(paths):
+                row = {"audio": p, "ids": res.ids[i].tolist()}
+                if res.durations is not None:
+                    row["durations"] = res.durations[i].tolist()
+                sink.write(json.dumps(row) + "\n")
+    finally:
+        if sink is not sys.stdout:
+            sink.close()
