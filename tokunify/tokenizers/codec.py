@@ -109,6 +109,10 @@ class EncodecTokenizer(SpeechTokenizer):
                 f"{source}: bandwidth {bandwidth} not in {self.backend.bandwidths}"
             )
         self.bandwidth, self.source, self.backend_name = float(bandwidth), source, backend
+        # Padded samples per forward; None = the whole batch. See encode_batch.
+        self.micro_batch_samples: int | None = (
+            None if self.device.type == "cuda" else 2 * self.sample_rate
+        )
 
     @property
     def sample_rate(self) -> int:
@@ -136,20 +140,35 @@ class EncodecTokenizer(SpeechTokenizer):
 
     @torch.inference_mode()
     def encode_batch(self, wavs: torch.Tensor, lengths: torch.Tensor) -> TokenizerOutput:
+        """Sorted by length, in micro-batches of at most :attr:`micro_batch_samples` padded samples.
+
+        On a CPU, batches of EnCodec's full-rate activations run slower than one file at a time
+        (memory bound: 8 x 3 s in one call took 1.3x the time of 8 calls), so the CPU default keeps
+        micro-batches small; on a GPU the whole batch runs at once.
+        """
         b = self.backend
         x = wavs.to(self.device, torch.float32)
-        frames = [math.ceil(int(n) / b.hop) for n in lengths]
-        if b.segment is None and not b.normalize:
-            x = x * (
-                torch.arange(x.shape[1], device=self.device)[None]
-                < lengths.to(self.device)[:, None]
-            )
-            codes = b.encode(self._channels(x), self.bandwidth)  # [B, n_q, T]
-            return TokenizerOutput(ids=[codes[i, :, : frames[i]].cpu() for i in range(len(frames))])
-        out = []
-        for i, n in enumerate(lengths.tolist()):
-            out.append(self._encode_segmented(x[i : i + 1, :n]).cpu())
-        return TokenizerOutput(ids=out)
+        lens = [int(n) for n in lengths]
+        if b.segment is not None or b.normalize:
+            ids = [self._encode_segmented(x[i : i + 1, :n]).cpu() for i, n in enumerate(lens)]
+            return TokenizerOutput(ids=ids)
+        budget = self.micro_batch_samples or (1 << 62)
+        out: dict[int, torch.Tensor] = {}
+        group: list[int] = []
+        for i in [*sorted(range(len(lens)), key=lens.__getitem__), -1]:
+            if group and (i < 0 or lens[i] * (len(group) + 1) > budget):
+                n_max = lens[group[-1]]
+                glens = torch.tensor([lens[g] for g in group], device=self.device)
+                xb = x[group, :n_max] * (
+                    torch.arange(n_max, device=self.device)[None] < glens[:, None]
+                )
+                codes = b.encode(self._channels(xb), self.bandwidth)  # [b, n_q, T]
+                for j, g in enumerate(group):
+                    out[g] = codes[j, :, : math.ceil(lens[g] / b.hop)].cpu()
+                group = []
+            if i >= 0:
+                group.append(i)
+        return TokenizerOutput(ids=[out[i] for i in range(len(lens))])
 
     def _encode_segmented(self, x: torch.Tensor) -> torch.Tensor:
         """One utterance ``[1, N]`` -> ``[n_q, T]``, segment by segment as EnCodec does."""
