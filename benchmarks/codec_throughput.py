@@ -21,7 +21,27 @@ import torch
 from tokunify.corpus.espeak import Espeak
 from tokunify.tokenizers.base import pad_batch, tokenizer_from_config
 
-WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "red", "birds", "sing", "in", "the", "old", "green", "tree"]
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "seven",
+    "red",
+    "birds",
+    "sing",
+    "in",
+    "the",
+    "old",
+    "green",
+    "tree",
+]
 
 
 def best_of_two(fn):

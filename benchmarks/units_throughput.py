@@ -27,7 +27,27 @@ from tokunify.tokenizers.features import SSLFeatures
 from tokunify.tokenizers.kmeans import KMeans
 from tokunify.tokenizers.units import UnitTokenizer
 
-WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "red", "birds", "sing", "in", "the", "old", "green", "tree"]
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "seven",
+    "red",
+    "birds",
+    "sing",
+    "in",
+    "the",
+    "old",
+    "green",
+    "tree",
+]
 VOICES = ["en-us", "en-us+m3", "en+f2", "en-us+f3"]
 
 

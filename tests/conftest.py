@@ -120,7 +120,10 @@ def speech_manifest(tmp_path_factory) -> Path:
             path = root / "wavs" / f"u{i}_{j}.wav"
             path.parent.mkdir(exist_ok=True)
             sf.write(path, s.audio, s.sample_rate)
+            extra = {"s2s_target": f"u{i + 1}_{j}"} if i % 2 == 0 else {}  # s2s pairs
             entries.append(
-                Entry(id=f"u{i}_{j}", audio=path, text=text, speaker=voice, words=s.words)
+                Entry(
+                    id=f"u{i}_{j}", audio=path, text=text, speaker=voice, words=s.words, extra=extra
+                )
             )
     return write_manifest(entries, root / "manifest.jsonl")

@@ -11,6 +11,7 @@ import torch
 import tokunify
 from tokunify.bundle import BundleError, BundleSpec, atomic_dir
 from tokunify.cli import main
+from tokunify.tokenizers.kmeans import KMeans
 from tokunify.vocab import VocabError
 
 UNITS = 60
@@ -127,8 +128,10 @@ def test_speech_tokenizer_cardinality_checked(bundle_dir, tmp_path):
 
 def test_scratch_bundle_via_cli(sp_dir, tmp_path, capsys):
     out = tmp_path / "scratch"
+    # a real speech tokenizer: mel features + 100 centroids (60 = 20 MFCC + deltas)
+    KMeans(torch.randn(100, 60)).save(tmp_path / "c.safetensors")
     cfg = tmp_path / "units.json"
-    cfg.write_text(json.dumps({"kind": "mel_units", "cardinality": 100}))
+    cfg.write_text(json.dumps({"kind": "mel_units", "centroids": "c.safetensors"}))
     rc = main(
         [
             "extend",
@@ -148,6 +151,9 @@ def test_scratch_bundle_via_cli(sp_dir, tmp_path, capsys):
     b = tokunify.load(out)
     assert b.spec.base == "scratch:llama-tiny" and b.spec.freeze_text_rows
     assert b.spec.speech_tokenizers["units"]["cardinality"] == 100
+    # the centroids travel inside the bundle; the tokenizer rebuilds from it alone
+    assert (out / b.spec.speech_tokenizers["units"]["centroids"]).is_file()
+    assert b.speech_tokenizer().cardinality == 100
     assert main(["info", str(out)]) == 0
     assert "stream units: units, K=100" in capsys.readouterr().out
     # a scratch base needs a text tokenizer: clear error, exit 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,10 @@ try:  # soundfile raises its own error type for unreadable files
     from soundfile import LibsndfileError as _SFError
 except ImportError:  # older soundfile
     _SFError = RuntimeError
+
+
+# libsndfile's header log for a WAV whose data chunk runs past the end of the file
+_TRUNCATED = re.compile(r"^data\s*:\s*\d+\s*\(should be", re.MULTILINE)
 
 
 class AudioError(ValueError):
@@ -35,6 +40,10 @@ def read_audio(
         if a > info.frames or (end is not None and b > info.frames + 1):
             raise AudioError(
                 f"{p}: segment [{start or 0}, {end}] s lies outside the file ({info.frames / sr:.3f} s)"
+            )
+        if _TRUNCATED.search(info.extra_info or ""):
+            raise AudioError(
+                f"{p}: truncated file (the header promises more data than the file holds)"
             )
         data, sr = sf.read(
             str(p), start=a, stop=None if b < 0 else b, dtype="float32", always_2d=True

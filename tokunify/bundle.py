@@ -78,6 +78,17 @@ class BundleSpec:
             raise BundleError(f"{source}: unknown keys {sorted(unknown)}")
         return cls(**{k: v for k, v in d.items() if k in known})
 
+    def files(self) -> list[str]:
+        """Bundle-relative files the spec references (k-means centroids, vocoder weights)."""
+        out = []
+        for table in (self.speech_tokenizers, self.vocoders):
+            for cfg in table.values():
+                for key in ("centroids", "weights", "checkpoint"):
+                    v = cfg.get(key)
+                    if v and not Path(v).is_absolute():
+                        out.append(str(v))
+        return out
+
     def check(self, vocab: UnifiedVocab, source: str = BUNDLE_FILE) -> None:
         """Every speech tokenizer/vocoder must name a stream of ``vocab`` with matching sizes."""
         for kind, table in (
@@ -114,7 +125,21 @@ class Bundle:
     def save(self, path: str | Path) -> Path:
         if self.model is None:
             raise BundleError("cannot save a bundle loaded without its model")
-        return save_bundle(path, self.model, self.tokenizer, self.vocab, self.spec)
+        return save_bundle(
+            path, self.model, self.tokenizer, self.vocab, self.spec, copy_from=self.path
+        )
+
+    def speech_tokenizer(
+        self, stream: str | None = None, device: str | torch.device = "cpu"
+    ) -> Any:
+        """The speech tokenizer recorded for ``stream`` (default: the first), rebuilt from its config."""
+        from tokunify.tokenizers.base import tokenizer_from_config
+
+        name = stream or self.vocab.default_stream
+        cfg = self.spec.speech_tokenizers.get(name)
+        if cfg is None:
+            raise BundleError(f"{self.path}: no speech tokenizer recorded for stream {name!r}")
+        return tokenizer_from_config(cfg, base_dir=self.path, device=device)
 
 
 @contextmanager
@@ -145,16 +170,33 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
 
 
 def save_bundle(
-    path: str | Path, model: nn.Module, tokenizer: Any, vocab: UnifiedVocab, spec: BundleSpec
+    path: str | Path,
+    model: nn.Module,
+    tokenizer: Any,
+    vocab: UnifiedVocab,
+    spec: BundleSpec,
+    copy_from: str | Path | None = None,
+    files: dict[str, str | Path] | None = None,
 ) -> Path:
-    """Write a bundle atomically. Checks that model, tokenizer and vocab agree before writing."""
+    """Write a bundle atomically. Checks that model, tokenizer and vocab agree before writing.
+
+    Files the spec references (centroids, vocoder weights) are copied from the bundle ``copy_from``,
+    or from ``files`` (bundle-relative name -> source path).
+    """
     vocab.check_tokenizer(tokenizer, "tokenizer to save")
     vocab.check_model_config(model.config, "model to save")
     spec.check(vocab)
+    sources = {rel: Path(copy_from) / rel for rel in spec.files()} if copy_from is not None else {}
+    sources.update({k: Path(v) for k, v in (files or {}).items()})
     with atomic_dir(path) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         vocab.save(tmp / "vocab.json")
+        for rel, src in sources.items():
+            if not src.is_file():
+                raise BundleError(f"{src}: referenced by the bundle spec but missing")
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, tmp / rel)
         (tmp / BUNDLE_FILE).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
     return Path(path)
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokunify.config import add_arguments, from_flat
+from tokunify.config import add_arguments, apply_overrides, from_dict, from_flat, read_data_file
 
 
 @dataclass
@@ -75,6 +75,7 @@ class Command:
     args: str  # "module:Class" of the args dataclass
     run: str  # "module:function"
     help: str
+    config_file: bool = False  # CONFIG file (YAML/TOML) plus --a.b overrides
 
     def load(self) -> tuple[type, Callable[[Any], Any]]:
         def get(ref: str) -> Any:
@@ -109,6 +110,27 @@ COMMANDS: dict[str, Command] = {
         "tokunify.tokenizers.commands:run_convert_kmeans",
         "Convert a fairseq/sklearn k-means file to safetensors.",
     ),
+    "tokenize": Command(
+        "tokunify.tokenize_job:TokenizeArgs",
+        "tokunify.tokenize_job:run_tokenize",
+        "Tokenize a manifest into a sharded token store.",
+    ),
+    "merge-stores": Command(
+        "tokunify.tokenize_job:MergeArgs",
+        "tokunify.tokenize_job:run_merge",
+        "Join the slices of a sharded tokenize job.",
+    ),
+    "inspect": Command(
+        "tokunify.tokenize_job:InspectArgs",
+        "tokunify.tokenize_job:run_inspect",
+        "Counts, hours, token statistics and examples of a store.",
+    ),
+    "train": Command(
+        "tokunify.train.config:TrainConfig",
+        "tokunify.train.loop:run_train",
+        "Train a bundle on token stores with a task mixture (accelerate).",
+        config_file=True,
+    ),
     "encode-audio": Command(
         "tokunify.tokenizers.commands:EncodeAudioArgs",
         "tokunify.tokenizers.commands:run_encode_audio",
@@ -136,7 +158,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(
             name, help=cmd.help, description=(cls.__doc__ or cmd.help).strip(), epilog=_epilog(name)
         )
-        add_arguments(p, cls)
+        if cmd.config_file:
+            p.add_argument(
+                "config_path", metavar="CONFIG", help="YAML/TOML config file; options override it"
+            )
+        add_arguments(p, cls, overrides=cmd.config_file)
     return parser
 
 
@@ -148,10 +174,16 @@ def main(argv: list[str] | None = None) -> int:
     if ns.command is None:
         parser.print_help()
         return 2
-    cls, run = COMMANDS[ns.command].load()
-    values = {k: v for k, v in vars(ns).items() if k != "command"}
+    cmd = COMMANDS[ns.command]
+    cls, run = cmd.load()
+    values = {k: v for k, v in vars(ns).items() if k not in ("command", "config_path")}
     try:
-        run(from_flat(cls, values))
+        if cmd.config_file:
+            data = apply_overrides(read_data_file(ns.config_path), values)
+            args = from_dict(cls, data, source=ns.config_path)
+        else:
+            args = from_flat(cls, values)
+        run(args)
     except (
         ValueError,
         FileNotFoundError,

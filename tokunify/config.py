@@ -65,15 +65,21 @@ def _default(f: Any) -> Any:
     return MISSING
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
-    """Add one option per field of ``cls`` (recursing into nested dataclasses)."""
+def add_arguments(
+    parser: argparse.ArgumentParser, cls: type, prefix: str = "", overrides: bool = False
+) -> None:
+    """Add one option per field of ``cls`` (recursing into nested dataclasses).
+
+    With ``overrides``, every field is an optional ``--a.b`` whose absence leaves the value of a
+    config file untouched (see :func:`apply_overrides`).
+    """
     hints = typing.get_type_hints(cls)
     docs = attribute_docs(cls)
     for f in fields(cls):
         tp = _unwrap_optional(hints[f.name])
         dest = prefix + f.name
         if is_dataclass(tp):
-            add_arguments(parser, tp, dest + ".")
+            add_arguments(parser, tp, dest + ".", overrides)
             continue
         default = _default(f)
         kw: dict[str, Any] = {"help": docs.get(f.name, "")}
@@ -85,11 +91,20 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") 
             kw.update(nargs="+" if f.metadata.get("positional") else "*", type=item)
             if not f.metadata.get("positional"):
                 kw.update(action="extend", nargs="+")
+        elif origin is dict:
+            kw["type"] = json.loads  # --data.mixture '{"asr": 0.5, "tts": 0.5}'
         elif origin is Literal:
             kw["choices"] = list(typing.get_args(tp))
             kw["type"] = type(kw["choices"][0])
         else:
             kw["type"] = tp
+        if overrides:
+            if kw.get("action") == "extend":
+                kw["action"], kw["nargs"] = "store", "+"
+            parser.add_argument(
+                "--" + dest.replace("_", "-"), dest=dest, default=argparse.SUPPRESS, **kw
+            )
+            continue
         if f.metadata.get("positional"):
             parser.add_argument(dest, metavar=f.name.upper(), **kw)
             continue
@@ -164,3 +179,15 @@ def read_data_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping, got {type(data).__name__}")
     return data
+
+
+def apply_overrides(data: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (``{"optim.lr": 0.1}``) into nested config data (a copy)."""
+    out = json.loads(json.dumps(data))
+    for key, value in flat.items():
+        node = out
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = list(value) if isinstance(value, tuple) else value
+    return out

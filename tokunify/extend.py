@@ -295,6 +295,28 @@ def parse_streams(args: ExtendArgs) -> tuple[StreamSpec, ...]:
     return tuple(streams)
 
 
+def bundle_tokenizer_config(
+    stream: str, config: dict[str, Any], base_dir: Path
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """A speech tokenizer config as a bundle records it: canonical (``to_config()``), with its
+    content hash, and its centroids copied into the bundle. Returns (config, files to copy)."""
+    from tokunify.store import tokenizer_hash
+    from tokunify.tokenizers.base import resolve_path, tokenizer_from_config
+
+    full = tokenizer_from_config(config, base_dir=base_dir).to_config()
+    files: dict[str, Path] = {}
+    if full.get("centroids"):
+        src = resolve_path(full["centroids"], base_dir)
+        full["centroids"] = str(src)
+        full["hash"] = tokenizer_hash(full)
+        rel = f"speech_tokenizers/{stream}/centroids.safetensors"
+        files[rel] = src
+        full["centroids"] = rel
+    else:
+        full["hash"] = tokenizer_hash(full)
+    return full, files
+
+
 def run_extend(args: ExtendArgs) -> Path:
     """`tokunify extend`: write a bundle to ``args.out``."""
     from transformers import AutoModelForCausalLM
@@ -304,12 +326,15 @@ def run_extend(args: ExtendArgs) -> Path:
     from tokunify.tokenizers.text import load_text_tokenizer
 
     streams = parse_streams(args)
-    speech_cfgs = {}
+    speech_cfgs, files = {}, {}
     for item in args.speech_tokenizer:
         name, sep, path = item.partition("=")
         if not sep:
             raise ValueError(f"--speech-tokenizer {item!r}: expected STREAM=CONFIG")
-        speech_cfgs[name] = read_data_file(path)
+        speech_cfgs[name], extra = bundle_tokenizer_config(
+            name, read_data_file(path), Path(path).parent
+        )
+        files.update(extra)
     scratch = args.base.startswith("scratch:")
     if scratch and not args.text_tokenizer:
         raise ValueError(
@@ -340,7 +365,7 @@ def run_extend(args: ExtendArgs) -> Path:
         init=init,
         freeze_text_rows=args.freeze_text_rows,
     )
-    out = save_bundle(args.out, model, tokenizer, vocab, spec)
+    out = save_bundle(args.out, model, tokenizer, vocab, spec, files=files)
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"wrote {out}: vocab {vocab.size} (text {vocab.text_size} + {vocab.num_new} new), "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,26 +62,109 @@ def _entry(row: dict[str, Any], base: Path, where: str) -> Entry:
     )
 
 
-def read_manifest(path: str | Path) -> Iterator[Entry]:
-    """Yield entries of a ``.jsonl`` or ``.tsv`` manifest; malformed rows raise naming file and line."""
+def read_manifest(path: str | Path, on_error: OnError | None = None) -> Iterator[Entry]:
+    """Yield entries of a ``.jsonl`` or ``.tsv`` manifest.
+
+    A malformed row (bad JSON, bytes that are not UTF-8, missing ``id``/``audio``) raises a
+    :class:`ManifestError` naming file and line, or, with ``on_error``, is reported as
+    ``on_error(where, id_or_None, reason)`` and skipped.
+    """
     p = Path(path)
     if not p.is_file():
         raise ManifestError(f"{p}: manifest not found")
-    base = p.parent
-    if p.suffix == ".tsv":
-        with p.open(newline="", encoding="utf-8") as f:
-            for i, row in enumerate(csv.DictReader(f, delimiter="\t"), start=2):
-                yield _entry(row, base, f"{p}:{i}")
+    if p.name.endswith(".jsonl.gz"):
+        yield from read_lhotse(p)
         return
-    with p.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
+    base = p.parent
+    header: list[str] | None = None
+    with p.open("rb") as f:
+        for i, raw in enumerate(f, start=1):
+            where = f"{p}:{i}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                _fail(on_error, where, _guess_id(raw), f"not UTF-8 ({e.reason} at byte {e.start})")
+                continue
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ManifestError(f"{p}:{i}: not valid JSON ({e})") from e
-            yield _entry(row, base, f"{p}:{i}")
+                if p.suffix == ".tsv":
+                    cells = next(csv.reader([line.rstrip("\r\n")], delimiter="\t"))
+                    if header is None:
+                        header = cells
+                        continue
+                    row: dict[str, Any] = dict(zip(header, cells, strict=False))
+                else:
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise ManifestError(f"{where}: a row must be a JSON object")
+                yield _entry(row, base, where)
+            except (json.JSONDecodeError, ManifestError, ValueError, TypeError) as e:
+                msg = str(e) if isinstance(e, ManifestError) else f"{where}: malformed row ({e})"
+                _fail(on_error, where, _guess_id(raw), msg)
+
+
+OnError = Callable[[str, "str | None", str], None]
+
+
+def _fail(on_error: OnError | None, where: str, row_id: str | None, reason: str) -> None:
+    if on_error is None:
+        raise ManifestError(reason if reason.startswith(where) else f"{where}: {reason}")
+    on_error(where, row_id, reason)
+
+
+def _guess_id(raw: bytes) -> str | None:
+    text = raw.decode("utf-8", "replace")
+    try:
+        row = json.loads(text)
+        return str(row["id"]) if isinstance(row, dict) and "id" in row else None
+    except json.JSONDecodeError:
+        return text.split("\t", 1)[0] or None
+
+
+def read_lhotse(path: str | Path) -> Iterator[Entry]:
+    """Entries of a lhotse CutSet manifest (``cuts.jsonl.gz``); needs ``pip install tokunify[lhotse]``.
+
+    Each cut's first audio source, offset and duration become ``audio``/``start``/``end``; the texts of
+    its supervisions are joined; word alignments (``alignment["word"]``) become ``words``, relative
+    to the cut's start like every ``words`` field here.
+    """
+    try:
+        from lhotse import CutSet
+    except ImportError as e:
+        raise ManifestError(
+            f"{path}: reading lhotse manifests needs `pip install tokunify[lhotse]`"
+        ) from e
+    for cut in CutSet.from_file(str(path)):
+        rec = cut.recording
+        if rec is None or not rec.sources:
+            raise ManifestError(f"{path}: cut {cut.id} has no recording source")
+        src = rec.sources[0]
+        if src.type != "file":
+            raise ManifestError(
+                f"{path}: cut {cut.id}: only file sources are supported, got {src.type!r}"
+            )
+        sups = list(cut.supervisions)
+        words = None
+        ali = (sups[0].alignment or {}).get("word") if sups else None
+        if ali:
+            words = [
+                (
+                    a.symbol,
+                    round(a.start - cut.start, 4),
+                    round(a.start + a.duration - cut.start, 4),
+                )
+                for a in ali
+            ]
+        yield Entry(
+            id=cut.id,
+            audio=Path(src.source),
+            start=float(cut.start),
+            end=float(cut.start + cut.duration),
+            text=" ".join(s.text for s in sups if s.text) or None,
+            speaker=sups[0].speaker if sups else None,
+            words=words,
+        )
 
 
 def write_manifest(entries: list[Entry], path: str | Path) -> Path:

@@ -1,0 +1,122 @@
+"""Typed training config. YAML/TOML files are data; ``--section.key value`` overrides them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tokunify.formats import FORMATS
+
+
+@dataclass
+class DataConfig:
+    stores: list[str] = field(default_factory=list)
+    """Token stores to train on (from `tokunify tokenize`)."""
+    mixture: dict[str, float] = field(default_factory=lambda: {"asr": 0.5, "tts": 0.5})
+    """Task -> sampling weight, e.g. {continue: 0.4, asr: 0.2, tts: 0.2, text: 0.1, interleave: 0.1}."""
+    stream: str | None = None
+    """Speech stream the tasks use (default: the bundle's first stream)."""
+    eval_stores: list[str] = field(default_factory=list)
+    """Held-out stores for per-task eval loss (default: a hash split of the training stores)."""
+    eval_fraction: float = 0.02
+    """Without eval_stores: share of utterances (by id hash) held out of training for eval."""
+    seq_len: int = 1024
+    """Packed sequence length."""
+    loss_on_input: bool = False
+    """Train on the input side of asr/tts/s2s too (default: target side only)."""
+    s2s_key: str = "s2s_target"
+    """Manifest field naming the target utterance of an s2s pair."""
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay (never on embeddings, norms and biases)."""
+    betas: tuple[float, ...] = (0.9, 0.95)
+    """AdamW betas."""
+    warmup_steps: int = 100
+    """Linear warmup steps."""
+    min_lr_ratio: float = 0.1
+    """Cosine decay floor, as a fraction of lr."""
+    grad_clip: float = 1.0
+    """Max gradient norm (0: off)."""
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    """Train LoRA adapters (peft) instead of the full body."""
+    r: int = 16
+    """LoRA rank."""
+    alpha: int = 32
+    """LoRA alpha."""
+    dropout: float = 0.0
+    """LoRA dropout."""
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+    """Modules that get adapters."""
+
+
+@dataclass
+class TrainConfig:
+    """Train a bundle on token stores with a task mixture (accelerate: CPU, DDP, FSDP, DeepSpeed)."""
+
+    bundle: str = ""
+    """Bundle to start from (`tokunify extend` output or an earlier checkpoint)."""
+    out: str = ""
+    """Run directory: checkpoints/, final/ (a bundle), log.jsonl, tensorboard/."""
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    steps: int = 1000
+    """Optimizer steps."""
+    batch_size: int = 8
+    """Packed sequences per micro-batch per process."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    seed: int = 0
+    """Seed for data order, task sampling and init."""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """auto: bf16 on a GPU that supports it, fp32 on CPU."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward to save memory."""
+    freeze: Literal["none", "text_rows", "body", "body+text_rows"] = "none"
+    """none; text_rows: original text embedding rows fixed; body: only embeddings train; body+text_rows: only new rows."""
+    eval_every: int = 200
+    """Steps between per-task eval losses (0: only at the end)."""
+    eval_examples: int = 64
+    """Held-out examples per task for eval."""
+    save_every: int = 500
+    """Steps between checkpoints (0: only at the end)."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept (older ones are deleted)."""
+    log_every: int = 10
+    """Steps between log lines."""
+    resume: bool = True
+    """Resume from the newest checkpoint in out/checkpoints when there is one."""
+    cpu: bool = False
+    """Force CPU even where a GPU is present."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def validate(self) -> None:
+        if not self.bundle or not self.out:
+            raise ValueError("train config needs `bundle` and `out`")
+        if not self.data.stores:
+            raise ValueError("train config needs data.stores")
+        unknown = set(self.data.mixture) - set(FORMATS)
+        if unknown:
+            raise ValueError(
+                f"data.mixture has unknown tasks {sorted(unknown)}; known: {sorted(FORMATS)}"
+            )
+        if (
+            not self.data.mixture
+            or any(w < 0 for w in self.data.mixture.values())
+            or sum(self.data.mixture.values()) <= 0
+        ):
+            raise ValueError("data.mixture needs non-negative weights with a positive sum")
+        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1 or self.data.seq_len < 8:
+            raise ValueError("steps, batch_size, grad_accum must be >= 1 and data.seq_len >= 8")

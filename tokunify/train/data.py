@@ -1,0 +1,315 @@
+"""Task-mixture data from token stores, formatted at batch time, resumable to the exact position.
+
+Each task walks its own cursor over this rank's share of the shuffled store order (records serve
+every task they are eligible for: "tokenize once, format many"). The task of each document is
+drawn from the mixture with a seeded generator; the generator state, the cursors and the packer's
+pending document make up :meth:`TaskData.state`, so a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tokunify.formats import FormatError, TaskFormat, Utterance, align_words, get_format
+from tokunify.store import Record, StoreError, TokenStore, text_tokenizer_hash
+from tokunify.train.config import DataConfig
+from tokunify.train.packing import Doc, PackedBatch, Packer
+from tokunify.vocab import UnifiedVocab
+
+
+def is_eval_id(utt_id: str, fraction: float) -> bool:
+    """Deterministic held-out split by utterance id."""
+    h = int(hashlib.sha1(utt_id.encode()).hexdigest()[:8], 16)
+    return h % 100000 < fraction * 100000
+
+
+def word_encoder(tokenizer: Any) -> Callable[[str, int], list[int]]:
+    """Per-word text ids that concatenate like the sentence: SentencePiece marks each word itself,
+    byte-level BPE needs the leading space on every word but the first."""
+    plain = tokenizer.encode("a", add_special_tokens=False) + tokenizer.encode(
+        "b", add_special_tokens=False
+    )
+    spaced = tokenizer.encode("a", add_special_tokens=False) + tokenizer.encode(
+        " b", add_special_tokens=False
+    )
+    whole = tokenizer.encode("a b", add_special_tokens=False)
+    lead = whole == spaced and whole != plain
+
+    def enc(word: str, i: int) -> list[int]:
+        return tokenizer.encode((" " + word) if lead and i > 0 else word, add_special_tokens=False)
+
+    return enc
+
+
+@dataclass
+class RecordSource:
+    """The records of several stores as one index space, plus an id -> index map for s2s pairs."""
+
+    stores: list[TokenStore]
+
+    def __post_init__(self) -> None:
+        self.starts = np.cumsum([0] + [len(s) for s in self.stores])
+        self._ids: dict[str, int] | None = None
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, i: int) -> Record:
+        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self.stores[k][i - int(self.starts[k])]
+
+    def index_of(self, utt_id: str) -> int | None:
+        if self._ids is None:
+            import pyarrow.parquet as pq
+
+            self._ids = {}
+            for k, s in enumerate(self.stores):
+                n = 0
+                for c in s.chunks:
+                    col = (
+                        pq.read_table(s.root / f"shard-{c:06d}.parquet", columns=["id"])
+                        .column("id")
+                        .to_pylist()
+                    )
+                    for j, u in enumerate(col):
+                        self._ids[u] = int(self.starts[k]) + n + j
+                    n += len(col)
+        return self._ids.get(utt_id)
+
+    def order(self, seed: int, epoch: int) -> np.ndarray:
+        return (
+            np.concatenate(
+                [s.order(seed, epoch) + int(self.starts[k]) for k, s in enumerate(self.stores)]
+            )
+            if self.stores
+            else np.zeros(0, np.int64)
+        )
+
+
+class Formatter:
+    """Record(s) -> (ids, loss_mask) for a task, through :mod:`tokunify.formats`."""
+
+    def __init__(
+        self, vocab: UnifiedVocab, tokenizer: Any, cfg: DataConfig, stream: str, frame_rate: float
+    ):
+        self.vocab, self.tokenizer, self.cfg, self.stream, self.frame_rate = (
+            vocab,
+            tokenizer,
+            cfg,
+            stream,
+            frame_rate,
+        )
+        self.formats: dict[str, TaskFormat] = {
+            t: get_format(
+                t, vocab, stream=stream if t != "text" else None, loss_on_input=cfg.loss_on_input
+            )
+            if t != "interleave"
+            else get_format(t, vocab, stream=stream)
+            for t in cfg.mixture
+        }
+        self.encode_word = word_encoder(tokenizer)
+
+    def text_ids(self, r: Record) -> np.ndarray | None:
+        if r.text_ids is not None and len(r.text_ids):
+            return r.text_ids.astype(np.int64)
+        if r.text:
+            return np.asarray(
+                self.tokenizer.encode(r.text, add_special_tokens=False), dtype=np.int64
+            )
+        return None
+
+    def utterance(self, r: Record, words: bool = False) -> Utterance:
+        speech = (
+            {self.stream: r.streams[self.stream].astype(np.int64)}
+            if self.stream in r.streams
+            else {}
+        )
+        u = Utterance(text=self.text_ids(r), speech=speech)
+        if words and r.words and self.stream in r.streams:
+            ids = [self.encode_word(w, i) for i, (w, _, _) in enumerate(r.words)]
+            u.words = align_words(
+                r.words,
+                ids,
+                self.stream,
+                speech[self.stream],
+                self.frame_rate,
+                r.durations.get(self.stream),
+            )
+        return u
+
+    def eligible(self, task: str, r: Record) -> bool:
+        has_speech = self.stream in r.streams and r.streams[self.stream].shape[-1] > 0
+        has_text = bool(r.text) or (r.text_ids is not None and len(r.text_ids) > 0)
+        return {
+            "text": has_text,
+            "speech": has_speech,
+            "continue": has_speech and r.streams[self.stream].shape[-1] >= 2
+            if has_speech
+            else False,
+            "asr": has_speech and has_text,
+            "tts": has_speech and has_text,
+            "s2s": has_speech and bool(r.meta.get(self.cfg.s2s_key)),
+            "interleave": has_speech and has_text and bool(r.words),
+        }[task]
+
+    def build(
+        self, task: str, r: Record, target: Record | None, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        fmt = self.formats[task]
+        u = self.utterance(r, words=task == "interleave")
+        tgt = self.utterance(target) if target is not None else None
+        return fmt.build(u, tgt, rng=rng)
+
+
+class TaskData:
+    """The resumable training stream of packed batches for one rank."""
+
+    def __init__(
+        self,
+        source: RecordSource,
+        formatter: Formatter,
+        cfg: DataConfig,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        exclude_eval: bool = True,
+    ):
+        self.source, self.fmt, self.cfg = source, formatter, cfg
+        self.seed, self.rank, self.world = seed, rank, world_size
+        self.exclude_eval = exclude_eval
+        self.tasks = list(cfg.mixture)
+        w = np.array([cfg.mixture[t] for t in self.tasks], dtype=np.float64)
+        self.weights = w / w.sum()
+        self.rng = np.random.default_rng([seed, rank, 7])
+        self.cursor = {t: [0, 0] for t in self.tasks}  # task -> [epoch, position]
+        self._orders: dict[int, np.ndarray] = {}
+        self.packer = Packer(cfg.seq_len, formatter.vocab.pad)
+        self.docs_seen = 0
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if epoch not in self._orders:
+            self._orders = {epoch: self.source.order(self.seed, epoch)[self.rank :: self.world]}
+        return self._orders[epoch]
+
+    def _next_record(self, task: str) -> tuple[Record, Record | None, np.random.Generator]:
+        epoch, pos = self.cursor[task]
+        scanned = 0
+        while True:
+            order = self._order(epoch)
+            if pos >= len(order):
+                epoch, pos = epoch + 1, 0
+                if scanned > 2 * max(len(order), 1):
+                    raise StoreError(
+                        f"no record of this rank's share of the stores is usable for task {task!r}"
+                    )
+                continue
+            r = self.source[int(order[pos])]
+            pos += 1
+            scanned += 1
+            if (
+                self.exclude_eval
+                and self.cfg.eval_fraction > 0
+                and not self.cfg.eval_stores
+                and is_eval_id(r.id, self.cfg.eval_fraction)
+            ):
+                continue
+            if not self.fmt.eligible(task, r):
+                continue
+            target = None
+            if task == "s2s":
+                j = self.source.index_of(str(r.meta[self.cfg.s2s_key]))
+                if j is None:
+                    continue
+                target = self.source[j]
+                if not self.fmt.eligible("speech", target):
+                    continue
+            self.cursor[task] = [epoch, pos]
+            rng = np.random.default_rng([self.seed, self.tasks.index(task), epoch, pos])
+            return r, target, rng
+
+    def next_doc(self) -> Doc:
+        while True:
+            ti = int(self.rng.choice(len(self.tasks), p=self.weights))
+            task = self.tasks[ti]
+            r, target, rng = self._next_record(task)
+            try:
+                ids, mask = self.fmt.build(task, r, target, rng)
+            except FormatError:
+                continue
+            self.docs_seen += 1
+            return Doc(ids, mask, ti)
+
+    def next_batch(self, rows: int) -> PackedBatch:
+        batch, _ = self.packer.next_batch(rows, self.next_doc)
+        return batch
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "rng": self.rng.bit_generator.state,
+            "cursor": {t: list(c) for t, c in self.cursor.items()},
+            "pending": self.packer.state(),
+            "docs_seen": self.docs_seen,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.cursor = {t: list(c) for t, c in state["cursor"].items()}
+        self.packer.load_state(state["pending"])
+        self.docs_seen = int(state["docs_seen"])
+
+
+def eval_docs(
+    source: RecordSource, fmt: Formatter, cfg: DataConfig, n: int, use_split: bool, seed: int
+) -> dict[str, list[Doc]]:
+    """Per task, the first ``n`` eligible held-out documents in store order (deterministic)."""
+    out: dict[str, list[Doc]] = {t: [] for t in cfg.mixture}
+    for i in range(len(source)):
+        if all(len(v) >= n for v in out.values()):
+            break
+        r = source[i]
+        if use_split and not is_eval_id(r.id, cfg.eval_fraction):
+            continue
+        for ti, task in enumerate(cfg.mixture):
+            if len(out[task]) >= n or not fmt.eligible(task, r):
+                continue
+            target = None
+            if task == "s2s":
+                j = source.index_of(str(r.meta[cfg.s2s_key]))
+                if j is None:
+                    continue
+                target = source[j]
+            try:
+                ids, mask = fmt.build(task, r, target, np.random.default_rng([seed, ti, i]))
+            except FormatError:
+                continue
+            out[task].append(Doc(ids, mask, ti))
+    return out
+
+
+def check_compatible(
+    stores: list[TokenStore], vocab: UnifiedVocab, tokenizer: Any, spec: Any, stream: str
+) -> None:
+    """Refuse stores whose tokenizers do not match the bundle's vocab (streams, sizes, hashes, text)."""
+    s = vocab.stream(stream)
+    expected = {stream: (s.kind, s.size, s.codebooks)}
+    bundle_cfg = (spec.speech_tokenizers or {}).get(stream)
+    text_hash = text_tokenizer_hash(tokenizer, vocab.text_size)
+    for st in stores:
+        st.check_streams(expected)
+        info = st.meta.streams[stream]
+        if bundle_cfg is not None and bundle_cfg.get("hash") and bundle_cfg["hash"] != info.hash:
+            raise StoreError(
+                f"{st.root}: stream {stream!r} was made by tokenizer {info.hash}, the bundle's is {bundle_cfg['hash']}; "
+                "re-tokenize with the bundle's speech tokenizer"
+            )
+        tt = st.meta.text_tokenizer
+        if tt is not None and tt.get("hash") != text_hash:
+            raise StoreError(
+                f"{st.root}: text_ids come from another text tokenizer ({tt.get('source')}) than the bundle's; "
+                "re-tokenize with the bundle's text tokenizer"
+            )

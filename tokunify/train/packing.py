@@ -1,0 +1,146 @@
+"""Packing documents into fixed-length rows, with per-document positions and a block-causal mask.
+
+A row holds whole documents back to back; only the tail is padding (when the next document does
+not fit). ``position_ids`` restart at 0 for every document, and the attention mask lets a token
+see only earlier tokens *of its own document*. Documents longer than the row are cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+IGNORE = -100
+
+
+@dataclass
+class Doc:
+    ids: np.ndarray  # [n] int64
+    mask: np.ndarray  # [n] bool: training targets
+    task: int  # index of the task, for per-task losses
+
+
+@dataclass
+class PackedBatch:
+    input_ids: torch.Tensor  # [B, L]
+    labels: torch.Tensor  # [B, L], IGNORE where not a target or padding
+    position_ids: torch.Tensor  # [B, L]
+    doc_ids: torch.Tensor  # [B, L], -1 on padding
+    tasks: torch.Tensor  # [B, L] task index per token, -1 on padding
+
+    def attention_mask(self) -> torch.Tensor:
+        """``[B, 1, L, L]`` bool: causal within each document, nothing across documents or to padding."""
+        d = self.doc_ids
+        same = (d[:, :, None] == d[:, None, :]) & (d[:, None, :] >= 0)  # [B, L, L]
+        causal = torch.ones(d.shape[1], d.shape[1], dtype=torch.bool, device=d.device).tril()
+        # padding rows attend to themselves so softmax never sees an all-masked row
+        eye = torch.eye(d.shape[1], dtype=torch.bool, device=d.device)
+        return ((same & causal) | eye)[:, None]
+
+    def to(self, device: torch.device | str) -> PackedBatch:
+        return PackedBatch(
+            *(
+                t.to(device)
+                for t in (self.input_ids, self.labels, self.position_ids, self.doc_ids, self.tasks)
+            )
+        )
+
+    @property
+    def num_tokens(self) -> int:
+        return int((self.doc_ids >= 0).sum())
+
+
+def pack(rows: list[list[Doc]], seq_len: int, pad_id: int) -> PackedBatch:
+    """Lay out already-grouped documents (one list per row) into tensors."""
+    b = len(rows)
+    ids = np.full((b, seq_len), pad_id, dtype=np.int64)
+    labels = np.full((b, seq_len), IGNORE, dtype=np.int64)
+    pos = np.zeros((b, seq_len), dtype=np.int64)
+    doc = np.full((b, seq_len), -1, dtype=np.int64)
+    task = np.full((b, seq_len), -1, dtype=np.int64)
+    for r, docs in enumerate(rows):
+        at = 0
+        for k, d in enumerate(docs):
+            n = min(len(d.ids), seq_len - at)
+            if n <= 0:
+                break
+            sl = slice(at, at + n)
+            ids[r, sl] = d.ids[:n]
+            labels[r, sl] = np.where(d.mask[:n], d.ids[:n], IGNORE)
+            pos[r, sl] = np.arange(n)
+            doc[r, sl] = k
+            task[r, sl] = d.task
+            at += n
+    t = torch.from_numpy
+    return PackedBatch(t(ids), t(labels), t(pos), t(doc), t(task))
+
+
+class Packer:
+    """Greedy first-fit into ``rows`` rows of ``seq_len`` tokens from a document source.
+
+    A document that does not fit the current row starts the next one; the one that fits no row of
+    this batch is kept for the next batch (``pending``, part of the resumable state).
+    """
+
+    def __init__(self, seq_len: int, pad_id: int):
+        self.seq_len, self.pad_id = seq_len, pad_id
+        self.pending: Doc | None = None
+
+    def next_batch(self, rows: int, source) -> tuple[PackedBatch, list[Doc]]:  # type: ignore[no-untyped-def]
+        out: list[list[Doc]] = [[] for _ in range(rows)]
+        fill = [0] * rows
+        r = 0
+        used: list[Doc] = []
+        while r < rows:
+            d = self.pending if self.pending is not None else source()
+            self.pending = None
+            n = min(len(d.ids), self.seq_len)
+            if fill[r] + n > self.seq_len and fill[r] > 0:
+                r += 1
+                if r == rows:
+                    self.pending = d
+                    break
+            out[r].append(d)
+            used.append(d)
+            fill[r] += n
+            if fill[r] >= self.seq_len:
+                r += 1
+        return pack(out, self.seq_len, self.pad_id), used
+
+    def state(self) -> dict | None:
+        if self.pending is None:
+            return None
+        return {
+            "ids": self.pending.ids.tolist(),
+            "mask": self.pending.mask.tolist(),
+            "task": self.pending.task,
+        }
+
+    def load_state(self, state: dict | None) -> None:
+        self.pending = (
+            None
+            if state is None
+            else Doc(
+                np.asarray(state["ids"], np.int64),
+                np.asarray(state["mask"], bool),
+                int(state["task"]),
+            )
+        )
+
+
+def pack_docs(docs: list[Doc], seq_len: int, pad_id: int, rows: int) -> list[PackedBatch]:
+    """All ``docs`` packed in order (first fit), as batches of ``rows`` rows: for evaluation."""
+    grouped: list[list[Doc]] = [[]]
+    fill = 0
+    for d in docs:
+        n = min(len(d.ids), seq_len)
+        if grouped[-1] and fill + n > seq_len:
+            grouped.append([])
+            fill = 0
+        grouped[-1].append(d)
+        fill += n
+    if not grouped[-1]:
+        return []
+    return [pack(grouped[i : i + rows], seq_len, pad_id) for i in range(0, len(grouped), rows)]
