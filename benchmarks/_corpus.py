@@ -6,7 +6,29 @@ from pathlib import Path
 
 import numpy as np
 
-WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "red", "birds", "sing", "in", "the", "old", "green", "tree", "and", "we"]
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "seven",
+    "red",
+    "birds",
+    "sing",
+    "in",
+    "the",
+    "old",
+    "green",
+    "tree",
+    "and",
+    "we",
+]
 VOICES = ["en-us", "en+f2", "en-us+m3"]
 
 

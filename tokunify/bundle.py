@@ -83,7 +83,7 @@ class BundleSpec:
         out = []
         for table in (self.speech_tokenizers, self.vocoders):
             for cfg in table.values():
-                for key in ("centroids", "weights", "checkpoint"):
+                for key in ("centroids", "weights", "config", "checkpoint"):
                     v = cfg.get(key)
                     if v and not Path(v).is_absolute():
                         out.append(str(v))
@@ -199,6 +199,41 @@ def save_bundle(
             shutil.copy2(src, tmp / rel)
         (tmp / BUNDLE_FILE).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
     return Path(path)
+
+
+def attach_vocoder(
+    bundle: str | Path, vocoder_dir: str | Path, stream: str | None = None
+) -> dict[str, Any]:
+    """Copy a unit vocoder (``config.json`` + ``generator.safetensors`` or ``g_*``) into a bundle and
+    record it in ``tokunify.json`` (written atomically). Its unit count must match the stream."""
+    root, src = Path(bundle), Path(vocoder_dir)
+    vocab = UnifiedVocab.load(root)
+    spec = load_spec(root)
+    name = stream or vocab.default_stream
+    cfg_file = src / "config.json"
+    if not cfg_file.is_file():
+        raise BundleError(f"{src}: no config.json; not a vocoder directory")
+    weights = next(
+        (p for p in [src / "generator.safetensors", *sorted(src.glob("g_*"))] if p.is_file()), None
+    )
+    if weights is None:
+        raise BundleError(f"{src}: no generator.safetensors or g_* checkpoint")
+    units = json.loads(cfg_file.read_text()).get("num_embeddings")
+    entry = {
+        "kind": "codehifigan",
+        "config": f"vocoders/{name}/config.json",
+        "weights": f"vocoders/{name}/{weights.name}",
+        "cardinality": units,
+    }
+    spec.vocoders[name] = entry
+    spec.check(vocab, str(root / BUNDLE_FILE))  # unit count vs vocab
+    (root / "vocoders" / name).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(cfg_file, root / entry["config"])
+    shutil.copy2(weights, root / entry["weights"])
+    tmp = root / (BUNDLE_FILE + ".tmp")
+    tmp.write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+    tmp.replace(root / BUNDLE_FILE)
+    return entry
 
 
 def load_spec(path: str | Path) -> BundleSpec:

@@ -131,6 +131,26 @@ COMMANDS: dict[str, Command] = {
         "Train a bundle on token stores with a task mixture (accelerate).",
         config_file=True,
     ),
+    "train-vocoder": Command(
+        "tokunify.train.vocoder:VocoderTrainConfig",
+        "tokunify.train.vocoder:run_train_vocoder",
+        "Train a unit HiFi-GAN vocoder on a token store.",
+    ),
+    "attach-vocoder": Command(
+        "tokunify.generate.commands:AttachVocoderArgs",
+        "tokunify.generate.commands:run_attach_vocoder",
+        "Record a unit vocoder in a bundle.",
+    ),
+    "generate": Command(
+        "tokunify.generate.commands:GenerateArgs",
+        "tokunify.generate.commands:run_generate",
+        "Generate by task tag (asr, tts, s2s, continue, text).",
+    ),
+    "eval": Command(
+        "tokunify.generate.evaluate:EvalArgs",
+        "tokunify.generate.evaluate:run_eval",
+        "ASR WER/CER, TTS round-trip WER, resynthesis error, S2S on held-out stores.",
+    ),
     "encode-audio": Command(
         "tokunify.tokenizers.commands:EncodeAudioArgs",
         "tokunify.tokenizers.commands:run_encode_audio",

@@ -52,7 +52,7 @@ def _entry(row: dict[str, Any], base: Path, where: str) -> Entry:
     known = {"id", "audio", "start", "end", "text", "speaker", "words"}
     return Entry(
         id=str(row["id"]),
-        audio=path if path.is_absolute() else base / path,
+        audio=path if path.is_absolute() else (base / path).absolute(),
         start=float(start) if start not in (None, "") else None,
         end=float(end) if end not in (None, "") else None,
         text=row.get("text"),

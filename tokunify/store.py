@@ -8,7 +8,7 @@
       shard-000012.json          its stats: rows, rejects, audio seconds (written last: marks it done)
       rejects-000012.jsonl       rejected rows of that chunk: id, path, reason
 
-Columns: ``id``, ``speaker``, ``text``, ``audio``, ``seconds``, ``meta`` (JSON of extra manifest fields), ``text_ids`` (list<uint32>), ``words``
+Columns: ``id``, ``speaker``, ``text``, ``audio``, ``start``, ``end``, ``seconds``, ``meta`` (JSON of extra manifest fields), ``text_ids`` (list<uint32>), ``words``
 (list<struct<word, start, end>>), and per speech stream ``stream.NAME`` (list<uint32>; codec codes
 flattened codebook-major, ``[n_q * T]``) and ``durations.NAME`` (run lengths of deduplicated units).
 Any Parquet reader (pyarrow, pandas, ``datasets``) opens the shards. LM ids are made at batch time by
@@ -151,6 +151,9 @@ class Record:
     meta: dict[str, Any] = field(
         default_factory=dict
     )  # extra manifest fields, e.g. {"s2s_target": id}
+    audio: str | None = None  # source audio path
+    start: float | None = None  # segment of the source, seconds
+    end: float | None = None
 
 
 class _Shard:
@@ -204,6 +207,9 @@ class _Shard:
             durations=durations,
             words=[(w["word"], w["start"], w["end"]) for w in words] if words else None,
             meta=json.loads(c["meta"][i]) if c.get("meta") and c["meta"][i] else {},
+            audio=c["audio"][i] if "audio" in c else None,
+            start=c["start"][i] if "start" in c else None,
+            end=c["end"][i] if "end" in c else None,
         )
 
 

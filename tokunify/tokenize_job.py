@@ -288,6 +288,8 @@ class ChunkWorker:
             "speaker": pa.array([e.speaker for e, _, _ in done], pa.string()),
             "text": pa.array([e.text for e, _, _ in done], pa.string()),
             "audio": pa.array([str(e.audio) for e, _, _ in done], pa.string()),
+            "start": pa.array([e.start for e, _, _ in done], pa.float64()),
+            "end": pa.array([e.end for e, _, _ in done], pa.float64()),
             "seconds": pa.array([len(w) / sr for _, w, sr in done], pa.float32()),
             "meta": pa.array([json.dumps(e.extra) if e.extra else None for e, _, _ in done], pa.string()),
             "words": pa.array([[{"word": w, "start": s, "end": t} for w, s, t in e.words] if e.words else None for e, _, _ in done], word_t),

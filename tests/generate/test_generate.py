@@ -1,0 +1,224 @@
+"""Generation: constrained decoding, batch == single, streaming, limits, errors, eval."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tokunify.bundle import attach_vocoder
+from tokunify.cli import main
+from tokunify.formats import FormatError
+from tokunify.generate.constraints import ModalityConstraint
+from tokunify.generate.generator import Generator
+from tokunify.vocab import UnifiedVocab, VocabError, codec_stream
+from tokunify.vocoder import CodeHiFiGAN, CodeHiFiGANConfig, save_codehifigan
+
+HOT = {
+    "do_sample": True,
+    "temperature": 5.0,
+    "top_k": None,
+    "top_p": None,
+}  # sample widely: stress the constraints
+
+
+@pytest.fixture(scope="module")
+def gen_bundle(train_bundle, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("gen") / "bundle"
+    shutil.copytree(train_bundle, out)
+    torch.manual_seed(0)
+    cfg = CodeHiFiGANConfig(num_embeddings=24, embedding_dim=16, upsample_initial_channel=32, upsample_rates=[5, 4, 4, 4], upsample_kernel_sizes=[11, 8, 8, 8],
+                            resblock="2", resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]],
+                            dur_predictor_params={"encoder_embed_dim": 16, "var_pred_hidden_dim": 16, "var_pred_kernel_size": 3, "var_pred_dropout": 0.0})  # fmt: skip
+    voc = save_codehifigan(CodeHiFiGAN(cfg), out.parent / "voc")
+    attach_vocoder(out, voc)
+    return out
+
+
+@pytest.fixture(scope="module")
+def gen(gen_bundle) -> Generator:
+    return Generator(gen_bundle)
+
+
+def test_constrained_tasks_emit_only_allowed_ids(gen, speech_manifest):
+    v = gen.vocab
+    wavs = [str(p) for p in sorted((speech_manifest.parent / "wavs").glob("*.wav"))[:3]]
+    text_ok = set(range(v.text_size)) | {v.text_end, v.eos}
+    a, b = v.stream_range("units")
+    units_ok = set(range(a, b)) | {v.stream_end("units"), v.eos}
+    torch.manual_seed(0)
+    for task, inputs, ok in [("asr", wavs, text_ok), ("text", ["the cat"], text_ok), ("tts", ["hello there", "a red cat"], units_ok),
+                             ("s2s", wavs, units_ok), ("continue", wavs, units_ok)]:  # fmt: skip
+        for r in gen.generate(task, inputs, max_new_tokens=40, **HOT):
+            assert set(r.ids) <= ok, (task, set(r.ids) - ok)
+            if not r.hit_limit:
+                assert r.ids[-1] == v.eos and r.ids[-2] in (v.text_end, v.stream_end("units"))
+
+
+@pytest.mark.parametrize("layout", ["flatten", "delay", "first"])
+def test_codec_layout_constraints(layout):
+    """Sampled from uniform logits under the constraint, codec sequences always parse back."""
+    from tokunify.formats import parse_stream_body
+
+    v = UnifiedVocab(50, (codec_stream("codec", 3, 8, layout),))
+    n_q = 1 if layout == "first" else 3
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        proc = ModalityConstraint(v, "codec", prompt_len=2)
+        ids = torch.tensor([[v.bos, v.stream_start("codec")]])
+        for _ in range(60):
+            scores = proc(ids, torch.zeros(1, v.size))
+            nxt = torch.multinomial(torch.softmax(scores, -1), 1, generator=g)
+            ids = torch.cat([ids, nxt], 1)
+            if int(nxt) == v.eos:
+                break
+        body = ids[0, 2:].tolist()
+        if v.stream_end("codec") not in body:
+            continue
+        body = body[: body.index(v.stream_end("codec"))]
+        for p, t in enumerate(body):  # position p emits codebook p mod n_q (or the delay fill)
+            if t != v.empty:
+                assert v.codebook_table[t] == p % n_q
+        codes = parse_stream_body(v, "codec", np.asarray(body))  # raises if the layout is broken
+        assert codes.shape[0] == (1 if layout == "first" else 3)
+
+
+def test_batch_equals_single_under_greedy(gen):
+    texts = ["hello there", "a big dog ran to the green house", "what"]
+    batch = gen.generate("tts", texts, do_sample=False, max_new_tokens=30, vocode=False)
+    for t, r in zip(texts, batch, strict=True):
+        one = gen.generate("tts", [t], do_sample=False, max_new_tokens=30, vocode=False)[0]
+        assert one.ids == r.ids
+    asr_b = gen.generate(
+        "asr", [r.units for r in batch if r.units is not None and len(r.units)], max_new_tokens=20
+    )
+    asr_1 = [
+        gen.generate("asr", [r.units], max_new_tokens=20)[0]
+        for r in batch
+        if r.units is not None and len(r.units)
+    ]
+    assert [a.ids for a in asr_b] == [a.ids for a in asr_1]
+
+
+def test_hit_limit_returns_partial_output_with_flag(gen):
+    r = gen.generate(
+        "tts", ["a long sentence to say"], max_new_tokens=5, do_sample=False, min_new_tokens=5
+    )[0]
+    assert r.hit_limit and r.units is not None and len(r.units) >= 1 and r.audio is not None
+
+
+def test_streaming_tts_equals_whole_audio(gen):
+    whole = gen.generate("tts", ["we saw five small birds"], do_sample=False, max_new_tokens=40)[0]
+    chunks = list(
+        gen.stream_tts(
+            "we saw five small birds", chunk=8, context=24, do_sample=False, max_new_tokens=40
+        )
+    )
+    assert len(chunks) > 1
+    np.testing.assert_allclose(np.concatenate(chunks), whole.audio, atol=1e-4)
+
+
+def test_bad_input(gen, gen_bundle, tmp_path):
+    with pytest.raises(ValueError, match="empty input"):
+        gen.generate("tts", [])
+    with pytest.raises(ValueError, match="non-empty strings"):
+        gen.generate("tts", ["  "])
+    with pytest.raises(FormatError, match="unknown task 'sing'"):
+        gen.generate("sing", ["x"])
+    broken = tmp_path / "b"
+    shutil.copytree(gen_bundle, broken)
+    (broken / "vocab.json").unlink()
+    with pytest.raises(VocabError, match="no vocab.json"):
+        Generator(broken)
+
+
+def test_generate_and_eval_cli(gen_bundle, train_store, speech_manifest, tmp_path, capsys):
+    wav = str(sorted((speech_manifest.parent / "wavs").glob("*.wav"))[0])
+    assert (
+        main(
+            [
+                "generate",
+                str(gen_bundle),
+                "--task",
+                "tts",
+                "--input",
+                "hello there",
+                "--out",
+                str(tmp_path / "g"),
+                "--max-new-tokens",
+                "20",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "g" / "0000.wav").is_file()
+    assert (
+        main(
+            [
+                "generate",
+                str(gen_bundle),
+                "--task",
+                "asr",
+                "--input",
+                wav,
+                "--out",
+                str(tmp_path / "a"),
+                "--max-new-tokens",
+                "10",
+            ]
+        )
+        == 0
+    )
+    row = json.loads((tmp_path / "a" / "results.jsonl").read_text().splitlines()[0])
+    assert isinstance(row["text"], str)
+    assert (
+        main(
+            [
+                "generate",
+                str(gen_bundle),
+                "--task",
+                "tts",
+                "--input",
+                "hi",
+                "--out",
+                str(tmp_path / "s"),
+                "--stream",
+                "--greedy",
+                "--max-new-tokens",
+                "20",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "eval",
+                str(gen_bundle),
+                "--store",
+                str(train_store),
+                "--out",
+                str(tmp_path / "e"),
+                "--max-utts",
+                "4",
+            ]
+        )
+        == 0
+    )
+    res = json.loads((tmp_path / "e" / "eval.json").read_text())["store"]
+    for k in (
+        "asr_wer",
+        "asr_cer",
+        "tts_roundtrip_wer",
+        "resynth_unit_error",
+        "resynth_frame_error",
+    ):
+        assert np.isfinite(res[k]) and res[k] >= 0.0, (
+            k
+        )  # error rates (an untrained model may exceed 1)
+    assert 0.0 <= res["s2s_exact_match"] <= 1.0 and res["s2s_pairs"] > 0
+    assert "| store |" in (tmp_path / "e" / "eval.md").read_text()

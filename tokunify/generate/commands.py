@@ -1,0 +1,124 @@
+"""`tokunify generate` and `tokunify attach-vocoder`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+
+@dataclass
+class GenerateArgs:
+    """Generate by task tag: text for asr/text, wav files for tts/s2s/continue."""
+
+    bundle: str = field(metadata={"positional": True})
+    """Bundle directory."""
+    task: Literal["asr", "tts", "s2s", "continue", "text"]
+    """Task tag."""
+    input: list[str] = field(default_factory=list)
+    """Wav files (asr, s2s, continue) or texts (tts, text); @FILE reads one input per line."""
+    out: str = "generated"
+    """Output directory: results.jsonl and NNNN.wav."""
+    device: str = "cpu"
+    """Device."""
+    batch_size: int = 16
+    """Requests per batch."""
+    max_new_tokens: int | None = None
+    """Override the task preset's length limit."""
+    temperature: float | None = None
+    """Override the sampling temperature."""
+    greedy: bool = False
+    """Greedy decoding for every task."""
+    num_beams: int | None = None
+    """Beam search width (ASR/text)."""
+    seed: int = 0
+    """Sampling seed."""
+    stream: bool = False
+    """TTS only: synthesize chunk by chunk while generating (writes the concatenated chunks)."""
+
+
+def run_generate(args: GenerateArgs) -> list[dict]:
+    import soundfile as sf
+    import torch
+
+    from tokunify.generate.generator import Generator
+
+    inputs: list[str] = []
+    for x in args.input:
+        if x.startswith("@"):
+            inputs += [
+                line.strip() for line in Path(x[1:]).read_text().splitlines() if line.strip()
+            ]
+        else:
+            inputs.append(x)
+    if not inputs:
+        raise ValueError("generate needs --input (texts, wav files, or @FILE)")
+    over = {
+        k: v
+        for k, v in {
+            "max_new_tokens": args.max_new_tokens,
+            "temperature": args.temperature,
+            "num_beams": args.num_beams,
+        }.items()
+        if v is not None
+    }
+    if args.greedy:
+        over.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+    torch.manual_seed(args.seed)
+    gen = Generator(args.bundle, device=args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    if args.stream:
+        if args.task != "tts":
+            raise ValueError("--stream is for tts")
+        for i, text in enumerate(inputs):
+            chunks = list(gen.stream_tts(text, **over))
+            wav = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+            sf.write(out / f"{i:04d}.wav", wav, gen.sample_rate)
+            rows.append({"input": text, "wav": f"{i:04d}.wav", "chunks": len(chunks)})
+    else:
+        for i, (x, r) in enumerate(
+            zip(
+                inputs,
+                gen.generate(args.task, inputs, batch_size=args.batch_size, **over),
+                strict=True,
+            )
+        ):
+            row = {"input": x, "text": r.text, "hit_limit": r.hit_limit}
+            if r.units is not None:
+                row["units"] = r.units.tolist()
+            if r.audio is not None:
+                sf.write(out / f"{i:04d}.wav", r.audio, r.sample_rate)
+                row["wav"] = f"{i:04d}.wav"
+            rows.append(row)
+            if r.hit_limit:
+                print(
+                    f"warning: {x!r}: hit max_new_tokens before the end marker; output is partial"
+                )
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for r in rows:
+        print(json.dumps({k: v for k, v in r.items() if k != "units"}))
+    return rows
+
+
+@dataclass
+class AttachVocoderArgs:
+    """Copy a unit vocoder into a bundle and record it (its unit count must match the stream)."""
+
+    bundle: str = field(metadata={"positional": True})
+    """Bundle directory."""
+    vocoder: str = field(metadata={"positional": True})
+    """Vocoder directory: config.json + generator.safetensors (train-vocoder) or a published g_* file."""
+    stream: str | None = None
+    """Unit stream (default: the bundle's first)."""
+
+
+def run_attach_vocoder(args: AttachVocoderArgs) -> None:
+    from tokunify.bundle import attach_vocoder
+
+    entry = attach_vocoder(args.bundle, args.vocoder, args.stream)
+    print(f"attached {entry['weights']} to {args.bundle}")

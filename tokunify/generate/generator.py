@@ -1,0 +1,339 @@
+"""Generation by task tag: one object loads a bundle once and serves many requests.
+
+Prompts come from :mod:`tokunify.formats`; decoding is constrained by :class:`ModalityConstraint`;
+batches are left-padded and decoded with the KV cache by ``model.generate``. Speech outputs go
+through the bundle's unit vocoder (units) or codec decoder (EnCodec) behind one ``decode`` call.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import LogitsProcessorList
+from transformers.generation.streamers import BaseStreamer
+
+from tokunify.bundle import Bundle, BundleError
+from tokunify.bundle import load as load_bundle
+from tokunify.formats import FormatError, Utterance, get_format, parse_sequence
+from tokunify.generate.constraints import ModalityConstraint
+
+SPEECH_TASKS = ("tts", "s2s", "continue")
+AUDIO_INPUT_TASKS = ("asr", "s2s", "continue")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "asr": {"do_sample": False, "num_beams": 1, "max_new_tokens": 128},
+    "text": {"do_sample": True, "temperature": 0.8, "top_p": 0.95, "max_new_tokens": 128},
+    "tts": {
+        "do_sample": True,
+        "temperature": 0.7,
+        "top_k": 20,
+        "top_p": 0.95,
+        "repetition_penalty": 1.0,
+        "max_new_tokens": 400,
+    },
+    "s2s": {
+        "do_sample": True,
+        "temperature": 0.7,
+        "top_k": 20,
+        "top_p": 0.95,
+        "repetition_penalty": 1.0,
+        "max_new_tokens": 400,
+    },
+    "continue": {
+        "do_sample": True,
+        "temperature": 0.9,
+        "top_k": 50,
+        "top_p": 0.95,
+        "repetition_penalty": 1.05,
+        "max_new_tokens": 300,
+    },
+}
+"""Per-task decoding presets (greedy for ASR; sampling for speech); any key can be overridden."""
+
+
+@dataclass
+class GenerationResult:
+    task: str
+    text: str | None = None
+    units: np.ndarray | None = None  # local ids of the generated speech ([T] or [n_q, T])
+    audio: np.ndarray | None = None  # [N] float32 at sample_rate
+    sample_rate: int | None = None
+    hit_limit: bool = (
+        False  # max_new_tokens reached before <|eos|>: the output is what was generated
+    )
+    ids: list[int] = field(default_factory=list)  # generated global ids
+
+
+class Generator:
+    """A bundle loaded once (LM, text tokenizer, speech tokenizer, vocoder) serving requests."""
+
+    def __init__(
+        self,
+        bundle: str | Path | Bundle,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        stream: str | None = None,
+    ):
+        self.device = torch.device(device)
+        self.bundle = (
+            bundle
+            if isinstance(bundle, Bundle)
+            else load_bundle(bundle, device=self.device, dtype=dtype)
+        )
+        if self.bundle.model is None:
+            raise BundleError("Generator needs a bundle loaded with its model")
+        self.model = self.bundle.model.to(self.device).eval()
+        self.vocab = self.bundle.vocab
+        self.stream = stream or self.vocab.default_stream
+        self._speech_tok = None
+        self._vocoder = None
+
+    # ---- components ----------------------------------------------------------------------------
+    @property
+    def speech_tokenizer(self) -> Any:
+        if self._speech_tok is None:
+            self._speech_tok = self.bundle.speech_tokenizer(self.stream, device=self.device)
+        return self._speech_tok
+
+    @property
+    def vocoder(self) -> Any:
+        if self._vocoder is None:
+            from tokunify.vocoder import UnitVocoder, load_codehifigan
+
+            spec = self.bundle.spec.vocoders.get(self.stream)
+            if spec is None:
+                raise BundleError(
+                    f"{self.bundle.path}: no vocoder recorded for stream {self.stream!r} (tokunify attach-vocoder)"
+                )
+            base = self.bundle.path or Path(".")
+            model = load_codehifigan(base / spec["weights"], config=base / spec["config"])
+            self._vocoder = UnitVocoder(model, self.device)
+            self._vocoder.check_units(
+                self.vocab.stream(self.stream).size, f"vocab of {self.bundle.path}"
+            )
+        return self._vocoder
+
+    @property
+    def sample_rate(self) -> int:
+        if self.vocab.stream(self.stream).kind == "codec":
+            return self.speech_tokenizer.sample_rate
+        return self.vocoder.sample_rate
+
+    def decode(
+        self, units: Sequence[np.ndarray], durations: Sequence[np.ndarray] | None = None
+    ) -> list[np.ndarray]:
+        """Local ids -> waveforms: the unit vocoder for units, the codec decoder for codec codes."""
+        t = [torch.from_numpy(np.array(u, dtype=np.int64)) for u in units]
+        if self.vocab.stream(self.stream).kind == "codec":
+            return [w.numpy() for w in self.speech_tokenizer.decode(t)]
+        d = (
+            [torch.from_numpy(np.array(x, dtype=np.int64)) for x in durations]
+            if durations is not None
+            else None
+        )
+        return [w.numpy() for w in self.vocoder(t, d)]
+
+    def encode_audio(
+        self, audio: Sequence[str | Path | np.ndarray], sample_rate: int | None = None
+    ) -> list[np.ndarray]:
+        """Audio files or arrays -> local ids of the stream (deduplicated as the tokenizer does)."""
+        tok = self.speech_tokenizer
+        paths = [a for a in audio if isinstance(a, (str, Path))]
+        if len(paths) == len(audio):
+            out = tok.encode_files(paths)
+        elif not paths:
+            out = tok.encode(list(audio), sample_rate=sample_rate)
+        else:
+            raise ValueError("pass either audio files or arrays, not a mix")
+        return [i.numpy() for i in out.ids]
+
+    # ---- generation -----------------------------------------------------------------------------
+    def prompts(
+        self, task: str, inputs: Sequence[Any], sample_rate: int | None = None
+    ) -> list[np.ndarray]:
+        fmt = get_format(task, self.vocab, stream=self.stream if task != "text" else None)
+        if not inputs:
+            raise ValueError("empty input: nothing to generate from")
+        if task in ("tts", "text"):
+            utts = []
+            for x in inputs:
+                if not isinstance(x, str) or not x.strip():
+                    raise ValueError(f"{task}: inputs must be non-empty strings, got {x!r}")
+                utts.append(
+                    Utterance(
+                        text=np.asarray(
+                            self.bundle.tokenizer.encode(x, add_special_tokens=False),
+                            dtype=np.int64,
+                        )
+                    )
+                )
+        else:
+            if all(isinstance(x, np.ndarray) and x.dtype.kind in "iu" for x in inputs):
+                units = list(inputs)  # already local ids
+            else:
+                units = self.encode_audio(inputs, sample_rate)
+            utts = [Utterance(speech={self.stream: u}) for u in units]
+        return [fmt.prompt(u) for u in utts]
+
+    @torch.inference_mode()
+    def generate_ids(
+        self, task: str, prompts: list[np.ndarray], **overrides: Any
+    ) -> list[tuple[list[int], bool]]:
+        """Constrained, batched decoding (left padding, KV cache). Returns (generated ids, hit_limit)."""
+        if task not in PRESETS:
+            raise FormatError(f"unknown task {task!r}; generation knows {sorted(PRESETS)}")
+        cfg = {**PRESETS[task], **overrides}
+        n = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), n), self.vocab.pad, dtype=torch.long)
+        att = torch.zeros((len(prompts), n), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, n - len(p) :] = torch.as_tensor(p)
+            att[i, n - len(p) :] = 1
+        modality = "text" if task in ("asr", "text") else self.stream
+        offsets = None
+        if task == "continue":  # the prompt ends inside the target segment
+            start = self.vocab.stream_start(self.stream)
+            offsets = torch.tensor(
+                [len(p) - 1 - int(np.flatnonzero(p == start)[-1]) for p in prompts]
+            )
+        constraint = ModalityConstraint(self.vocab, modality, n, offsets, self.device)
+        out = self.model.generate(
+            input_ids=ids.to(self.device),
+            attention_mask=att.to(self.device),
+            logits_processor=LogitsProcessorList([constraint]),
+            eos_token_id=self.vocab.eos,
+            pad_token_id=self.vocab.pad,
+            use_cache=True,
+            **cfg,
+        )
+        res = []
+        for row in out[:, n:].tolist():
+            hit = self.vocab.eos not in row
+            if not hit:
+                row = row[: row.index(self.vocab.eos) + 1]
+            res.append((row, hit))
+        return res
+
+    def generate(
+        self,
+        task: str,
+        inputs: Sequence[Any],
+        batch_size: int = 16,
+        sample_rate: int | None = None,
+        vocode: bool = True,
+        **overrides: Any,
+    ) -> list[GenerationResult]:
+        """``task`` in asr, tts, s2s, continue, text. Inputs: strings (tts, text), audio files/arrays
+        or local unit arrays (asr, s2s, continue)."""
+        prompts = self.prompts(task, inputs, sample_rate)
+        results: list[GenerationResult] = []
+        for a in range(0, len(prompts), batch_size):
+            batch = prompts[a : a + batch_size]
+            for prompt, (gen, hit) in zip(
+                batch, self.generate_ids(task, batch, **overrides), strict=True
+            ):
+                results.append(self._result(task, prompt, gen, hit))
+        if vocode and task in SPEECH_TASKS:
+            ok = [r for r in results if r.units is not None and r.units.shape[-1] > 0]
+            for r, wav in zip(ok, self.decode([r.units for r in ok]), strict=True):
+                r.audio, r.sample_rate = wav, self.sample_rate
+        return results
+
+    def _result(self, task: str, prompt: np.ndarray, gen: list[int], hit: bool) -> GenerationResult:
+        full = np.concatenate([prompt, np.asarray(gen, dtype=np.int64)])
+        try:
+            parsed = parse_sequence(self.vocab, full)
+        except (FormatError, ValueError):
+            # a codec stream cut mid-frame by the length limit: keep whole frames
+            n_q = self.vocab.stream(self.stream).codebooks
+            parsed = parse_sequence(self.vocab, full[: len(prompt) + len(gen) // n_q * n_q])
+        seg = parsed.segments[-1] if parsed.segments else None
+        r = GenerationResult(task=task, hit_limit=hit, ids=gen)
+        if seg is None:
+            return r
+        if task in ("asr", "text"):
+            r.text = self.bundle.tokenizer.decode(
+                seg.ids.tolist(), skip_special_tokens=True
+            ).strip()
+        else:
+            r.units = seg.ids
+        return r
+
+    def stream_tts(
+        self, text: str, chunk: int = 25, context: int = 24, **overrides: Any
+    ) -> Iterator[np.ndarray]:
+        """TTS that yields audio chunks while the LM is still generating (unit streams)."""
+        if self.vocab.stream(self.stream).kind != "units":
+            raise ValueError("streaming synthesis needs a unit stream")
+        prompt = self.prompts("tts", [text])[0]
+        q: queue.Queue = queue.Queue()
+        streamer = _UnitStreamer(q, self.vocab, self.stream, skip=1)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                cfg = {**PRESETS["tts"], **overrides}
+                ids = torch.as_tensor(prompt)[None].to(self.device)
+                constraint = ModalityConstraint(
+                    self.vocab, self.stream, ids.shape[1], None, self.device
+                )
+                with torch.inference_mode():
+                    self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), logits_processor=LogitsProcessorList([constraint]),
+                                        eos_token_id=self.vocab.eos, pad_token_id=self.vocab.pad, streamer=streamer, **cfg)  # fmt: skip
+            except BaseException as e:
+                errors.append(e)
+            finally:
+                q.put(None)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        voc = self.vocoder
+
+        def frames() -> Iterator[int]:
+            # durations need a little right context (the predictor's two k=3 convs): expand a unit
+            # once two more units have arrived, and the rest at the end
+            units: list[int] = []
+            done = 0
+            while (u := q.get()) is not None:
+                units.append(u)
+                while len(units) - done > 2:
+                    d = voc.durations(torch.tensor(units))
+                    yield from [units[done]] * int(d[done])
+                    done += 1
+            if units:
+                d = voc.durations(torch.tensor(units))
+                for i in range(done, len(units)):
+                    yield from [units[i]] * int(d[i])
+
+        for wav in voc.stream(frames(), chunk=chunk, context=context):
+            yield wav.numpy()
+        thread.join()
+        if errors:
+            raise errors[0]
+
+
+class _UnitStreamer(BaseStreamer):
+    """Receives generated ids from ``model.generate`` and queues local unit ids."""
+
+    def __init__(self, q: queue.Queue, vocab: Any, stream: str, skip: int):
+        self.q, self.vocab, self.stream, self.skip = q, vocab, stream, skip
+        self.code = vocab.modality_code(stream)
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.skip:  # the first call carries the prompt
+            self.skip -= 1
+            return
+        ids = value.view(-1).cpu()
+        units = ids[self.vocab.modality_of(ids) == self.code]
+        for u in self.vocab.to_local(self.stream, units).tolist():
+            self.q.put(int(u))
+
+    def end(self) -> None:
+        pass
