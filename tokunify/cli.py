@@ -151,6 +151,14 @@ COMMANDS: dict[str, Command] = {
         "tokunify.generate.evaluate:run_eval",
         "ASR WER/CER, TTS round-trip WER, resynthesis error, S2S on held-out stores.",
     ),
+    "synth-corpus": Command(
+        "tokunify.corpus.synth:SynthCorpusArgs",
+        "tokunify.corpus.synth:run_synth_corpus",
+        "Synthesize an offline speech corpus with espeak-ng.",
+    ),
+    "demo": Command(
+        "tokunify.demo:DemoArgs", "tokunify.demo:run_demo", "The offline end-to-end demo."
+    ),
     "encode-audio": Command(
         "tokunify.tokenizers.commands:EncodeAudioArgs",
         "tokunify.tokenizers.commands:run_encode_audio",

@@ -420,7 +420,9 @@ def _progress(total: int, enabled: bool) -> Callable[..., None]:
             bar.close()
             return
         bar.update(n)
-        bar.set_postfix_str(f"{hours:.3f} h audio, {rate * 3600:.0f} audio-s/s")
+        bar.set_postfix_str(
+            f"{hours:.3f} h audio, {rate:.5f} audio-h/s (x{rate * 3600:.0f} real time)"
+        )
 
     return update
 

@@ -106,7 +106,9 @@ def test_a_few_training_steps_reduce_mel_loss(train_store, tmp_path):
     )
     res = run_train_vocoder(cfg)
     mel = [r["loss/mel"] for r in res["history"]]
-    assert min(mel[2:]) < 0.9 * mel[0] and "loss/d" in res["history"][0]  # GAN steps are noisy: best of the later windows
+    assert (
+        min(mel[2:]) < 0.9 * mel[0] and "loss/d" in res["history"][0]
+    )  # GAN steps are noisy: best of the later windows
     voc = UnitVocoder.load(res["vocoder"])
     assert voc.num_units == 24 and voc.sample_rate == 16000
     # resume: a longer run continues from the last checkpoint

@@ -168,6 +168,24 @@ def test_store_bundle_mismatch_is_refused(train_bundle, train_store, sp_dir, tmp
         run_train(cfg)
 
 
+def test_gradient_checkpointing_gives_the_same_losses(train_bundle, train_store, tmp_path):
+    runs = []
+    for gc in (False, True):
+        cfg = write_config(
+            tmp_path / f"c{gc}.yaml",
+            train_bundle,
+            train_store,
+            tmp_path / f"run{gc}",
+            steps=2,
+            save_every=0,
+            eval_every=0,
+            gradient_checkpointing=gc,
+        )
+        run_train(from_dict(TrainConfig, read_data_file(cfg)))
+        runs.append(losses(tmp_path / f"run{gc}"))
+    assert runs[0] == pytest.approx(runs[1], rel=1e-4)
+
+
 def test_freezing_text_rows_and_body(train_bundle, train_store, tmp_path):
     cfg = write_config(
         tmp_path / "c.yaml",

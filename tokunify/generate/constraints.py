@@ -47,6 +47,7 @@ class ModalityConstraint(LogitsProcessor):
                     self.body = self.books[0]
             self.empty_id = vocab.empty
         self.end = vocab.ids_mask([self.end_id], device)
+        self.blocked = ~(self.body | self.end)  # [V]
 
     def allowed(self, gen: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``gen [B, n]`` generated ids, ``t [B]`` position in the segment -> ``[B, V]`` bool."""
@@ -85,12 +86,20 @@ class ModalityConstraint(LogitsProcessor):
         return first
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        gen = input_ids[:, self.prompt_len :]  # [B, n]
-        n = gen.shape[1]
-        t = torch.full((gen.shape[0],), n, dtype=torch.long, device=gen.device)
-        if self.offsets is not None:
-            t = t + self.offsets
-        allowed = self.allowed(gen, t)
-        closed = (gen == self.end_id).any(1)  # the segment is over: only <|eos|>
-        allowed = torch.where(closed[:, None], self.eos[None].expand_as(allowed), allowed)
-        return scores.masked_fill(~allowed, float("-inf"))
+        n = input_ids.shape[1] - self.prompt_len
+        if self.kind != "codec" or self.layout == "first":  # position-independent: one [V] mask
+            scores = scores.masked_fill_(
+                self.blocked, float("-inf")
+            )  # in place: no new [B, V] tensor
+        else:
+            gen = input_ids[:, self.prompt_len :]  # [B, n]
+            t = torch.full((gen.shape[0],), n, dtype=torch.long, device=gen.device)
+            if self.offsets is not None:
+                t = t + self.offsets
+            scores = scores.masked_fill(~self.allowed(gen, t), float("-inf"))
+        if n:  # right after the end marker only <|eos|> may follow (and generation then stops)
+            closed = input_ids[:, -1] == self.end_id
+            if bool(closed.any()):
+                scores = scores.masked_fill(closed[:, None] & ~self.eos[None], float("-inf"))
+                scores = scores.masked_fill(closed[:, None] & self.eos[None], 0.0)
+        return scores

@@ -101,6 +101,8 @@ class TrainConfig:
     """Force CPU even where a GPU is present."""
     progress: bool = True
     """Show a progress bar."""
+    max_minutes: float = 0.0
+    """Stop after this many minutes (0: no limit) with a final checkpoint; the schedule still assumes `steps`."""
 
     def validate(self) -> None:
         if not self.bundle or not self.out:

@@ -345,6 +345,8 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         )
         log({"step": step, **{f"eval/{t}": v for t, v in losses.items()}})
 
+    t_start = time.perf_counter()
+    done = start
     for step in range(start, cfg.steps):
         for _ in range(cfg.grad_accum):
             batch = data.next_batch(cfg.batch_size).to(acc.device)
@@ -365,7 +367,11 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
             window_n += 1
             window_tokens += batch.num_tokens
         done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
+        if (
+            done % cfg.log_every == 0
+            or done == cfg.steps
+            or (cfg.max_minutes and time.perf_counter() - t_start > 60 * cfg.max_minutes)
+        ):
             tot = acc.reduce(torch.stack([sums, counts]), reduction="sum")
             tokens = int(
                 acc.reduce(torch.tensor(float(window_tokens), device=acc.device), reduction="sum")
@@ -394,9 +400,16 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         if cfg.save_every and done % cfg.save_every == 0 and done != cfg.steps:
             save_checkpoint(acc, model, bundle, cfg, done, gather_object([data.state()]), log_lines)
         bar.update(1)
+        if cfg.max_minutes and time.perf_counter() - t_start > 60 * cfg.max_minutes:
+            stop = torch.tensor(1.0, device=acc.device)
+        else:
+            stop = torch.tensor(0.0, device=acc.device)
+        if float(acc.reduce(stop, reduction="max")) > 0:  # every rank stops at the same step
+            break
     bar.close()
-    run_eval(cfg.steps)
-    save_checkpoint(acc, model, bundle, cfg, cfg.steps, gather_object([data.state()]), log_lines)
+    final_step = done if cfg.steps > start else start
+    run_eval(final_step)
+    save_checkpoint(acc, model, bundle, cfg, final_step, gather_object([data.state()]), log_lines)
     if acc.is_main_process:
         write_bundle(acc, model, bundle, out / "final")  # atomic, like every bundle write
     acc.wait_for_everyone()

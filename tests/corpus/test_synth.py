@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import soundfile as sf
+
+from tokunify.cli import main
+from tokunify.corpus.espeak import Espeak, EspeakError
+from tokunify.corpus.grammar import Grammar, vocabulary
+from tokunify.manifest import read_manifest
+
+
+def test_espeak_synthesis_and_word_times():
+    e = Espeak()
+    s = e.synthesize("the big dog ran home. what is seven plus two?", "en-us+m3")
+    assert s.sample_rate == 22050 and len(s.audio) > s.sample_rate and np.abs(s.audio).max() > 0.05
+    words = [w for w, _, _ in s.words]
+    assert words == ["the", "big", "dog", "ran", "home", "what", "is", "seven", "plus", "two"]
+    starts = [a for _, a, _ in s.words]
+    assert starts == sorted(starts) and s.words[-1][2] <= len(s.audio) / s.sample_rate + 1e-6
+    try:
+        e.synthesize("x", "no-such-voice")
+    except EspeakError as err:
+        assert "no-such-voice" in str(err)
+    else:
+        raise AssertionError("unknown voice accepted")
+
+
+def test_grammar():
+    g = Grammar(1)
+    assert len(vocabulary()) >= 200
+    qa = [g.question() for _ in range(200)]
+    assert any(q.startswith("what is") for q, _ in qa) and any("legs" in q for q, _ in qa)
+    for q, a in qa:
+        if q.startswith("what is") and "plus" in q:
+            assert a  # spelled-out sum
+    assert all(w in vocabulary() for s in [g.statement() for _ in range(300)] for w in s.split())
+
+
+def test_synth_corpus_splits(tmp_path):
+    assert (
+        main(
+            [
+                "synth-corpus",
+                "--out",
+                str(tmp_path),
+                "--utterances",
+                "60",
+                "--test-utterances",
+                "12",
+                "--voices",
+                "en-us",
+                "en-us+f2",
+                "--heldout-voice",
+                "en-us+m8",
+            ]
+        )
+        == 0
+    )
+    train = list(read_manifest(tmp_path / "train.jsonl"))
+    seen = list(read_manifest(tmp_path / "test_seen.jsonl"))
+    unseen = list(read_manifest(tmp_path / "test_unseen.jsonl"))
+    assert len(train) >= 60 and len(seen) >= 12 and len(unseen) >= 12
+    train_texts = {e.text for e in train}
+    assert (
+        not {e.text for e in seen + unseen if "answer_to" not in e.extra} & train_texts
+    )  # held-out sentences
+    assert {e.speaker for e in train} <= {"en-us", "en-us+f2"} and {e.speaker for e in unseen} == {
+        "en-us+m8"
+    }
+    ids = {e.id: e for e in train}
+    pairs = [(e, ids[e.extra["s2s_target"]]) for e in train if "s2s_target" in e.extra]
+    assert pairs and all(q.speaker == a.speaker for q, a in pairs)
+    wav, sr = sf.read(train[0].audio)
+    assert sr == 16000 and train[0].words and train[0].words[-1][2] <= len(wav) / sr + 0.05
+    assert (tmp_path / "train_texts.txt").read_text().count("\n") == len(train)
+    assert json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])["audio"].startswith(
+        "wavs/"
+    )

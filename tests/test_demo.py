@@ -1,0 +1,59 @@
+"""The quick demo end to end: every artifact, metrics in range, loss fell, TTS audio plausible."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import soundfile as sf
+
+from tokunify.cli import main
+
+KEYS = ["asr_wer", "asr_cer", "asr_wer_unseen_voice", "tts_roundtrip_wer", "resynth_unit_error", "s2s_exact_match",
+        "elapsed_s", "train_steps", "n_train_utts", "n_test_utts"]  # fmt: skip
+
+
+def test_quick_demo(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quick"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    for k in KEYS:
+        assert isinstance(m[k], (int, float)) and np.isfinite(m[k]) and m[k] >= 0, k
+    assert m["s2s_exact_match"] <= 1 and m["n_train_utts"] >= 300 and m["n_test_utts"] >= 60
+    assert m["train_loss_last"] < 0.6 * m["train_loss_first"]
+    html = (out / "report.html").read_text()
+    assert (
+        "<svg" in html
+        and "data:image/png;base64" in html
+        and "<audio" in html
+        and "asr_wer" in html
+    )
+    samples = json.loads((out / "samples" / "samples.json").read_text())
+    tts = [s for s in samples if s["kind"] == "tts"]
+    assert len(tts) == 3
+    for s in tts:
+        wav, sr = sf.read(out / "samples" / s["wav"])
+        seconds = len(wav) / sr
+        words = len(s["text"].split())
+        assert 0.1 * words < seconds < 2.0 * words, (s, seconds)  # espeak speaks ~0.3 s per word
+        assert np.sqrt(np.mean(wav**2)) > 1e-3  # not silent
+    assert (out / "bundle" / "vocab.json").is_file() and (
+        out / "bundle" / "vocoders" / "units" / "config.json"
+    ).is_file()
+    assert (
+        main(
+            [
+                "generate",
+                str(out / "bundle"),
+                "--task",
+                "tts",
+                "--input",
+                "the cat",
+                "--out",
+                str(tmp_path / "g"),
+                "--max-new-tokens",
+                "50",
+            ]
+        )
+        == 0
+    )

@@ -1,0 +1,409 @@
+"""`tokunify demo`: the offline end-to-end run, through the same subcommands users run.
+
+corpus (espeak-ng) -> SentencePiece + mel-unit k-means -> tokenize -> extend a from-scratch model ->
+train (continue, asr, tts, s2s, text, interleave) -> train a vocoder -> eval on held-out sentences
+(seen voices, and one unseen voice) -> samples -> metrics.json + report.html.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import struct
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from tokunify.cli import main as cli
+
+SETTINGS: dict[str, dict[str, Any]] = {
+    # ~2.5 minutes on a 2-core CPU: the CI smoke run.
+    "quick": dict(
+        utts=400,
+        test=40,
+        k=64,
+        preset="llama-tiny",
+        steps=250,
+        batch=8,
+        seq_len=256,
+        lr=3e-3,
+        voc_minutes=0.4,
+        voc_steps=200,
+        eval_utts=30,
+        voices=6,
+    ),
+    # <= 10 minutes on a 2-core CPU.
+    "default": dict(
+        utts=2400,
+        test=200,
+        k=100,
+        preset="llama-small",
+        steps=800,
+        batch=8,
+        seq_len=512,
+        lr=2e-3,
+        voc_minutes=1.75,
+        voc_steps=20000,
+        eval_utts=100,
+        voices=16,
+    ),
+}
+MIXTURE = {"asr": 0.35, "tts": 0.3, "s2s": 0.1, "continue": 0.05, "text": 0.05, "interleave": 0.15}
+
+
+@dataclass
+class DemoArgs:
+    """The offline end-to-end demo: builds a corpus, trains everything, evaluates, writes a report."""
+
+    out: str = "demo_out"
+    """Output directory (metrics.json, report.html, samples/, bundle/)."""
+    quick: bool = False
+    """The ~3-minute version (smaller corpus, model and budgets)."""
+    seed: int = 0
+    """Seed."""
+
+
+def run_demo(args: DemoArgs) -> dict[str, Any]:
+    import torch
+
+    t0 = time.perf_counter()
+    s = SETTINGS["quick" if args.quick else "default"]
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    times: dict[str, float] = {}
+
+    def step(name: str, argv: list[str]) -> None:
+        t = time.perf_counter()
+        print(f"\n=== {name}: tokunify {' '.join(argv)}")
+        if cli(argv) != 0:
+            raise RuntimeError(f"demo step {name!r} failed")
+        times[name] = time.perf_counter() - t
+
+    from tokunify.corpus.synth import TRAIN_VOICES
+
+    corpus = out / "corpus"
+    step("corpus", ["synth-corpus", "--out", str(corpus), "--utterances", str(s["utts"]), "--test-utterances", str(s["test"]),
+                    "--voices", *TRAIN_VOICES[: s["voices"]], "--seed", str(args.seed)])  # fmt: skip
+    step(
+        "text tokenizer",
+        [
+            "train-text-tokenizer",
+            str(corpus / "train_texts.txt"),
+            "--out",
+            str(out / "text_tokenizer"),
+            "--vocab-size",
+            "512",
+        ],
+    )
+    feats = out / "mel_units.yaml"
+    feats.write_text(
+        yaml.safe_dump(
+            {
+                "kind": "mel_units",
+                "features": {"kind": "mfcc", "n_mfcc": 20, "deltas": True, "cmvn": "utterance"},
+                "dedup": True,
+            }
+        )
+    )
+    step(
+        "unit k-means",
+        [
+            "train-kmeans",
+            str(corpus / "train.jsonl"),
+            "--tokenizer",
+            str(feats),
+            "--k",
+            str(s["k"]),
+            "--out",
+            str(out / "units"),
+            "--max-utterances",
+            "1500",
+        ],
+    )
+    units_cfg = out / "units" / "tokenizer.yaml"
+    for split in ("train", "test_seen", "test_unseen"):
+        step(f"tokenize {split}", ["tokenize", str(corpus / f"{split}.jsonl"), "--out", str(out / "stores" / split), "--tokenizer", f"units={units_cfg}",
+                                   "--text-tokenizer", str(out / "text_tokenizer"), "--chunk-size", "500", "--no-progress"])  # fmt: skip
+    step("extend", ["extend", f"scratch:{s['preset']}", "--text-tokenizer", str(out / "text_tokenizer"), "--units", str(s["k"]),
+                    "--speech-tokenizer", f"units={units_cfg}", "--out", str(out / "bundle_init")])  # fmt: skip
+    train_cfg = {
+        "bundle": str(out / "bundle_init"), "out": str(out / "lm"), "steps": s["steps"], "batch_size": s["batch"], "seed": args.seed,
+        "eval_every": max(50, s["steps"] // 5), "save_every": 0, "log_every": 10, "progress": False,
+        "data": {"stores": [str(out / "stores" / "train")], "eval_stores": [str(out / "stores" / "test_seen")], "seq_len": s["seq_len"], "mixture": MIXTURE},
+        "optim": {"lr": s["lr"], "warmup_steps": max(20, s["steps"] // 20), "weight_decay": 0.01},
+        "eval_examples": 32,
+    }  # fmt: skip
+    (out / "train.yaml").write_text(yaml.safe_dump(train_cfg, sort_keys=False))
+    step("train", ["train", str(out / "train.yaml")])
+    step(
+        "train vocoder",
+        [
+            "train-vocoder",
+            str(out / "stores" / "train"),
+            "--out",
+            str(out / "vocoder"),
+            "--steps",
+            str(s["voc_steps"]),
+            "--max-minutes",
+            str(s["voc_minutes"]),
+            "--log-every",
+            "25",
+            "--save-every",
+            "100000",
+            "--segment-frames",
+            "24",
+            "--batch-size",
+            "8",
+            "--lr",
+            "1e-3",
+            "--no-adversarial",
+        ],
+    )  # fmt: skip  (in CPU minutes the discriminators only slow the generator: unit resynthesis error 0.87 with, 0.43 without, same 75 s)
+    bundle = out / "bundle"
+    shutil.copytree(out / "lm" / "final", bundle)
+    step("attach vocoder", ["attach-vocoder", str(bundle), str(out / "vocoder" / "vocoder")])
+    torch.manual_seed(args.seed)
+    step("eval", ["eval", str(bundle), "--store", str(out / "stores" / "test_seen"), str(out / "stores" / "test_unseen"),
+                  "--out", str(out / "eval"), "--max-utts", str(s["eval_utts"])])  # fmt: skip
+    results = json.loads((out / "eval" / "eval.json").read_text())
+    t = time.perf_counter()
+    baseline = griffin_lim_baseline(out, s["eval_utts"])
+    times["baseline"] = time.perf_counter() - t
+    t = time.perf_counter()
+    samples = write_samples(out, bundle, corpus)
+    times["samples"] = time.perf_counter() - t
+    log = [json.loads(line) for line in (out / "lm" / "log.jsonl").read_text().splitlines()]
+    train_rows = [r for r in log if "loss" in r]
+    seen, unseen = results["test_seen"], results["test_unseen"]
+    from tokunify.store import TokenStore
+
+    metrics = {
+        "asr_wer": seen.get("asr_wer"), "asr_cer": seen.get("asr_cer"), "asr_wer_unseen_voice": unseen.get("asr_wer"),
+        "tts_roundtrip_wer": seen.get("tts_roundtrip_wer"), "resynth_unit_error": seen.get("resynth_unit_error"),
+        "resynth_frame_error": seen.get("resynth_frame_error"), "s2s_exact_match": seen.get("s2s_exact_match"),
+        "baseline_resynth_unit_error": baseline["unit_error"], "baseline_resynth_frame_error": baseline["frame_error"],
+        "train_loss_first": train_rows[0]["loss"], "train_loss_last": train_rows[-1]["loss"],
+        "elapsed_s": time.perf_counter() - t0, "train_steps": train_rows[-1]["step"],
+        "n_train_utts": len(TokenStore(out / "stores" / "train")), "n_test_utts": seen["n_utts"] + unseen["n_utts"],
+        "mode": "quick" if args.quick else "default", "stage_seconds": times, "eval": results,
+    }  # fmt: skip
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_report(out, metrics, log, samples)
+    print(f"\n=== done in {metrics['elapsed_s']:.0f} s: {out}/report.html")
+    for k in (
+        "asr_wer",
+        "asr_cer",
+        "asr_wer_unseen_voice",
+        "tts_roundtrip_wer",
+        "resynth_unit_error",
+        "baseline_resynth_unit_error",
+        "s2s_exact_match",
+    ):
+        print(
+            f"  {k}: {metrics[k]:.3f}" if isinstance(metrics[k], float) else f"  {k}: {metrics[k]}"
+        )
+    return metrics
+
+
+def griffin_lim_baseline(out: Path, n: int) -> dict[str, float]:
+    """Resynthesis error of the no-training baseline (mean log-mel per unit + Griffin-Lim)."""
+    from tokunify.audio import load as load_audio
+    from tokunify.generate.evaluate import frame_error, unit_edit_error
+    from tokunify.store import TokenStore
+    from tokunify.tokenizers.base import tokenizer_from_config
+    from tokunify.vocoder.griffinlim import MeanMelVocoder
+
+    train, test = TokenStore(out / "stores" / "train"), TokenStore(out / "stores" / "test_seen")
+    items = []
+    for i in range(min(len(train), 600)):
+        r = train[i]
+        items.append((r.streams["units"], r.durations["units"], load_audio(r.audio, 16000)))
+    k = train.meta.streams["units"].cardinality
+    voc = MeanMelVocoder.fit(items, k)
+    recs = [test[i] for i in range(min(n, len(test)))]
+    units = [r.streams["units"].astype(np.int64) for r in recs]
+    durs = [r.durations["units"].astype(np.int64) for r in recs]
+    wavs = voc(units, durs)
+    cfg = yaml.safe_load((out / "units" / "tokenizer.yaml").read_text())
+    tok = tokenizer_from_config(cfg, base_dir=out / "units")
+    res = tok.encode(wavs, sample_rate=16000)
+    hyp_u = [x.numpy() for x in res.ids]
+    hyp_d = [x.numpy() for x in res.durations]
+    return {
+        "unit_error": unit_edit_error(units, hyp_u),
+        "frame_error": frame_error(
+            [np.repeat(u, d) for u, d in zip(units, durs, strict=True)],
+            [np.repeat(u, d) for u, d in zip(hyp_u, hyp_d, strict=True)],
+        ),
+    }
+
+
+def write_samples(out: Path, bundle: Path, corpus: Path) -> list[dict[str, Any]]:
+    import soundfile as sf
+    import torch
+
+    from tokunify.generate.generator import Generator
+    from tokunify.manifest import read_manifest
+
+    torch.manual_seed(0)
+    gen = Generator(bundle)
+    d = out / "samples"
+    d.mkdir(exist_ok=True)
+    test = list(read_manifest(corpus / "test_seen.jsonl"))
+    statements = [e for e in test if "s2s_target" not in e.extra and "answer_to" not in e.extra][:3]
+    questions = [e for e in test if "s2s_target" in e.extra][:2]
+    samples: list[dict[str, Any]] = []
+    for i, e in enumerate(statements):
+        r = gen.generate("tts", [e.text])[0]
+        name = f"tts_{i}.wav"
+        sf.write(
+            d / name,
+            r.audio if r.audio is not None else np.zeros(1600, np.float32),
+            gen.sample_rate,
+        )
+        samples.append({"kind": "tts", "text": e.text, "wav": name})
+    for i, e in enumerate(statements[:2]):
+        shutil.copy(e.audio, d / f"input_{i}.wav")
+        units = gen.encode_audio([e.audio])[0]
+        wav = gen.decode([units])[0]  # predicted durations
+        sf.write(d / f"resynth_{i}.wav", wav, gen.sample_rate)
+        asr = gen.generate("asr", [e.audio])[0].text
+        samples.append({"kind": "input", "text": e.text, "wav": f"input_{i}.wav", "asr": asr})
+        samples.append({"kind": "resynthesis", "text": e.text, "wav": f"resynth_{i}.wav"})
+    for i, e in enumerate(questions):
+        shutil.copy(e.audio, d / f"question_{i}.wav")
+        r = gen.generate("s2s", [e.audio])[0]
+        sf.write(
+            d / f"answer_{i}.wav",
+            r.audio if r.audio is not None else np.zeros(1600, np.float32),
+            gen.sample_rate,
+        )
+        heard = (
+            gen.generate("asr", [r.units])[0].text if r.units is not None and len(r.units) else ""
+        )
+        samples.append({"kind": "question", "text": e.text, "wav": f"question_{i}.wav"})
+        samples.append(
+            {"kind": "answer", "text": f"(ASR of the answer) {heard}", "wav": f"answer_{i}.wav"}
+        )
+    (d / "samples.json").write_text(json.dumps(samples, indent=2) + "\n")
+    return samples
+
+
+# ---- report -------------------------------------------------------------------------------------
+def _png(img: np.ndarray) -> bytes:
+    """Grayscale uint8 image -> PNG bytes (zlib + struct: no imaging dependency for one picture)."""
+    h, w = img.shape
+    raw = b"".join(b"\x00" + img[i].tobytes() for i in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + tag
+            + data
+            + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        )
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )
+
+
+def spectrogram_png(wav: np.ndarray, sr: int) -> str:
+    import torch
+
+    x = torch.from_numpy(np.asarray(wav, np.float32))
+    if len(x) < 512:
+        x = torch.nn.functional.pad(x, (0, 512 - len(x)))
+    spec = torch.stft(x, 512, 160, window=torch.hann_window(512), return_complex=True).abs()
+    db = 20 * torch.log10(spec + 1e-5)
+    db = (db - db.max() + 80).clamp(min=0) / 80  # 80 dB range
+    img = (
+        (255 * (1 - db.flip(0))).numpy().astype(np.uint8)
+    )  # dark = loud, low frequencies at the bottom
+    return base64.b64encode(_png(img)).decode()
+
+
+def loss_svg(log: list[dict[str, Any]]) -> str:
+    """Per-task training loss curves as an inline SVG."""
+    rows = [r for r in log if "loss" in r]
+    tasks = sorted({k[5:] for r in rows for k in r if k.startswith("loss/")})
+    w, h, pad = 640, 280, 40
+    ys = [r[f"loss/{t}"] for r in rows for t in tasks if f"loss/{t}" in r]
+    if not rows or not ys:
+        return "<p>no loss log</p>"
+    x_max, y_max = max(r["step"] for r in rows), max(ys)
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+    parts = [
+        f'<svg width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg" style="background:#fff;border:1px solid #ccc">'
+    ]
+    for i, t in enumerate(tasks):
+        pts = " ".join(
+            f"{pad + (w - 2 * pad) * r['step'] / x_max:.1f},{h - pad - (h - 2 * pad) * r[f'loss/{t}'] / y_max:.1f}"
+            for r in rows
+            if f"loss/{t}" in r
+        )
+        parts.append(
+            f'<polyline fill="none" stroke="{colors[i % len(colors)]}" stroke-width="2" points="{pts}"/>'
+        )
+        parts.append(
+            f'<text x="{w - pad - 90}" y="{pad + 16 * i}" fill="{colors[i % len(colors)]}" font-size="12">{t}</text>'
+        )
+    parts.append(
+        f'<text x="{pad}" y="{h - 8}" font-size="12">step 0 .. {x_max}</text><text x="4" y="{pad - 8}" font-size="12">loss 0 .. {y_max:.1f}</text>'
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def write_report(
+    out: Path, metrics: dict[str, Any], log: list[dict[str, Any]], samples: list[dict[str, Any]]
+) -> Path:
+    import soundfile as sf
+
+    keys = ["asr_wer", "asr_cer", "asr_wer_unseen_voice", "tts_roundtrip_wer", "resynth_unit_error", "baseline_resynth_unit_error",
+            "resynth_frame_error", "baseline_resynth_frame_error", "s2s_exact_match", "train_loss_first", "train_loss_last",
+            "train_steps", "n_train_utts", "n_test_utts", "elapsed_s"]  # fmt: skip
+    rows = "".join(
+        f"<tr><td>{k}</td><td>{metrics[k]:.4g}</td></tr>"
+        if isinstance(metrics[k], float)
+        else f"<tr><td>{k}</td><td>{metrics[k]}</td></tr>"
+        for k in keys
+    )
+    spec_html, audio_html = [], []
+    picks = {"input": None, "resynthesis": None, "tts": None}
+    for smp in samples:
+        wav_path = out / "samples" / smp["wav"]
+        data = wav_path.read_bytes()
+        audio_html.append(f"<p><b>{smp['kind']}</b>: {smp['text']}{(' — ASR: ' + smp['asr']) if smp.get('asr') is not None else ''}<br>"
+                          f'<audio controls src="data:audio/wav;base64,{base64.b64encode(data).decode()}"></audio></p>')  # fmt: skip
+        if smp["kind"] in picks and picks[smp["kind"]] is None:
+            wav, sr = sf.read(io.BytesIO(data), dtype="float32")
+            picks[smp["kind"]] = smp
+            spec_html.append(
+                f"<figure><img src='data:image/png;base64,{spectrogram_png(wav, sr)}' style='height:200px'><figcaption>{smp['kind']}: {smp['text']}</figcaption></figure>"
+            )
+    html = f"""<!doctype html><html><head><meta charset="utf-8"><title>tokunify demo</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}td{{padding:2px 10px;border-bottom:1px solid #eee}}figure{{display:inline-block;margin:8px}}</style></head>
+<body><h1>tokunify offline demo ({metrics["mode"]})</h1>
+<p>espeak-ng corpus, mel/MFCC units (k-means), a from-scratch model trained on six tasks, a unit HiFi-GAN vocoder.
+Every number is measured on held-out sentences (test_seen: training voices; asr_wer_unseen_voice: a voice never seen in training).</p>
+<h2>Metrics</h2><table>{rows}</table>
+<h2>Training loss per task</h2>{loss_svg(log)}
+<h2>Spectrograms</h2>{"".join(spec_html)}
+<h2>Samples</h2>{"".join(audio_html)}
+</body></html>"""
+    path = out / "report.html"
+    path.write_text(html)
+    return path
