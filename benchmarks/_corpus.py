@@ -32,6 +32,25 @@ WORDS = [
 VOICES = ["en-us", "en+f2", "en-us+m3"]
 
 
+def speech(
+    n: int, sample_rate: int, voices: list[str] | None = None, max_words: int = 14
+) -> list[np.ndarray]:
+    """``n`` espeak utterances of 6..max_words words, resampled to ``sample_rate``."""
+    import soxr
+
+    from tokunify.corpus.espeak import Espeak
+
+    engine, rng, voices = Espeak(), np.random.default_rng(0), voices or VOICES
+    out = []
+    for i in range(n):
+        s = engine.synthesize(
+            " ".join(rng.choice(WORDS, size=int(rng.integers(6, max_words + 1)))),
+            voices[i % len(voices)],
+        )
+        out.append(soxr.resample(s.audio, s.sample_rate, sample_rate).astype(np.float32))
+    return out
+
+
 def build_store(
     work: Path, n_utts: int = 200, k: int = 100, max_words: int = 30
 ) -> dict[str, Path]:

@@ -10,38 +10,17 @@ Run: python benchmarks/codec_throughput.py [--utterances 32] [--bandwidth 6]
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import soxr
 import torch
 
-from tokunify.corpus.espeak import Espeak
-from tokunify.tokenizers.base import pad_batch, tokenizer_from_config
+sys.path.insert(0, str(Path(__file__).parent))
+from _corpus import speech
 
-WORDS = [
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "a",
-    "lazy",
-    "dog",
-    "while",
-    "seven",
-    "red",
-    "birds",
-    "sing",
-    "in",
-    "the",
-    "old",
-    "green",
-    "tree",
-]
+from tokunify.tokenizers.base import pad_batch, tokenizer_from_config
 
 
 def best_of_two(fn):
@@ -69,13 +48,7 @@ def main() -> None:
     ckpt = Path(tempfile.mkdtemp()) / "encodec_24khz.th"
     torch.save(pkg.state_dict(), ckpt)
 
-    engine, rng = Espeak(), np.random.default_rng(0)
-    wavs = []
-    for i in range(args.utterances):
-        s = engine.synthesize(
-            " ".join(rng.choice(WORDS, size=int(rng.integers(6, 14)))), ["en-us", "en+f2"][i % 2]
-        )
-        wavs.append(soxr.resample(s.audio, s.sample_rate, 24000).astype(np.float32))
+    wavs = speech(args.utterances, 24000, ["en-us", "en+f2"])
     audio_s = sum(len(w) for w in wavs) / 24000
 
     # reference: one `encodec` call per file, as its README does. Every pipeline runs twice and

@@ -15,51 +15,19 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 import time
+from pathlib import Path
 
-import numpy as np
-import soxr
 import torch
 
-from tokunify.corpus.espeak import Espeak
+sys.path.insert(0, str(Path(__file__).parent))
+from _corpus import speech
+
 from tokunify.tokenizers.base import pad_batch
 from tokunify.tokenizers.features import SSLFeatures
 from tokunify.tokenizers.kmeans import KMeans
 from tokunify.tokenizers.units import UnitTokenizer
-
-WORDS = [
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "a",
-    "lazy",
-    "dog",
-    "while",
-    "seven",
-    "red",
-    "birds",
-    "sing",
-    "in",
-    "the",
-    "old",
-    "green",
-    "tree",
-]
-VOICES = ["en-us", "en-us+m3", "en+f2", "en-us+f3"]
-
-
-def corpus(n: int) -> list[np.ndarray]:
-    engine = Espeak()
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(n):
-        text = " ".join(rng.choice(WORDS, size=int(rng.integers(6, 14))))
-        s = engine.synthesize(text, VOICES[i % len(VOICES)])
-        out.append(soxr.resample(s.audio, s.sample_rate, 16000).astype(np.float32))
-    return out
 
 
 def python_dedup(units: list[int]) -> tuple[list[int], list[int]]:
@@ -83,7 +51,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     model = HubertModel(HubertConfig()).eval()  # base: 12 layers, 768 dims, 95 M parameters
-    wavs = corpus(args.utterances)
+    wavs = speech(args.utterances, 16000, ["en-us", "en-us+m3", "en+f2", "en-us+f3"])
     audio_s = sum(len(w) for w in wavs) / 16000
 
     feats = SSLFeatures(model, args.layer)

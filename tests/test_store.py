@@ -17,38 +17,19 @@ import pytest
 import soundfile as sf
 import soxr
 import yaml
+from conftest import UNITS_K
 
 from tokunify.cli import main
 from tokunify.manifest import read_manifest
 from tokunify.store import StoreError, TokenStore
 from tokunify.tokenize_job import TokenizeArgs, run_tokenize
 
-K = 20
+K = UNITS_K
 
 
 @pytest.fixture(scope="module")
-def mel_tokenizer(speech_manifest, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("km")
-    cfg = out / "mel.yaml"
-    cfg.write_text(
-        yaml.safe_dump({"kind": "mel_units", "features": {"kind": "mfcc", "n_mfcc": 13}})
-    )
-    assert (
-        main(
-            [
-                "train-kmeans",
-                str(speech_manifest),
-                "--tokenizer",
-                str(cfg),
-                "--k",
-                str(K),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    return out / "tokenizer.yaml"
+def mel_tokenizer(unit_tokenizer) -> Path:
+    return unit_tokenizer
 
 
 def rows_of(manifest: Path) -> list[dict]:
@@ -289,7 +270,7 @@ def test_reader_order_ranks_and_inspect(speech_manifest, mel_tokenizer, sp_dir, 
     assert r.words and r.text and r.text_ids is not None and r.durations["units"].sum() > 0
     assert main(["inspect", str(store)]) == 0
     out = capsys.readouterr().out
-    assert f"{n} utterances" in out and "stream units: mel_units K=20" in out and "-> '" in out
+    assert f"{n} utterances" in out and f"stream units: mel_units K={K}" in out and "-> '" in out
     # other tools read the shards
     t = pq.read_table(next(store.glob("shard-*.parquet")))
     assert {"id", "text", "text_ids", "stream.units", "durations.units", "words", "seconds"} <= set(
