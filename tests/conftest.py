@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import sentences
+from helpers import UNITS_K, sentences
 
 from tokunify.cli import main
 
@@ -133,7 +133,6 @@ def speech_manifest(tmp_path_factory) -> Path:
 
 
 # ---- a tiny espeak store and a matching from-scratch bundle (train/ and generate/ tests) ----
-UNITS_K = 24
 
 
 @pytest.fixture(scope="session")

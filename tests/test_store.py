@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 import soxr
 import yaml
-from conftest import UNITS_K
+from helpers import UNITS_K
 
 from tokunify.cli import main
 from tokunify.manifest import read_manifest
@@ -313,3 +313,28 @@ def test_lhotse_manifest(speech_manifest, tmp_path):
     assert [b.id for b in back] == [e.id for e in entries]
     assert back[0].text == entries[0].text and back[0].speaker == entries[0].speaker
     assert [w for w, _, _ in back[0].words] == [w for w, _, _ in entries[0].words]
+
+
+def test_fairseq2_reader_gives_the_same_store(speech_manifest, mel_tokenizer, tmp_path):
+    pytest.importorskip("fairseq2")
+    rows = absolute(rows_of(speech_manifest), speech_manifest.parent)
+    raw = Path(rows[0]["audio"]).read_bytes()
+    (tmp_path / "trunc.wav").write_bytes(raw[: len(raw) // 2])
+    rows += [
+        {"id": "trunc", "audio": str(tmp_path / "trunc.wav"), "text": "x"},
+        {"id": "gone", "audio": str(tmp_path / "gone.wav"), "text": "x"},
+    ]
+    manifest = write_rows(rows, tmp_path / "m.jsonl")
+    a, b = tmp_path / "sf", tmp_path / "fs2"
+    assert tokenize(manifest, a, mel_tokenizer, "--chunk-size", "7") == 0
+    assert tokenize(manifest, b, mel_tokenizer, "--chunk-size", "7", "--reader", "fairseq2") == 0
+    assert records(a) == records(b)
+    rej = [
+        sorted(
+            json.loads(x)["id"]
+            for p in sorted(s.glob("rejects-*.jsonl"))
+            for x in p.read_text().splitlines()
+        )
+        for s in (a, b)
+    ]
+    assert rej[0] == rej[1] == ["gone", "trunc"]

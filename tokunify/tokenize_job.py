@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tokunify.audio import AudioError, check_audio, read_audio, to_mono
+from tokunify.audio import AudioError, check_audio, read_many, to_mono
 from tokunify.config import read_data_file
 from tokunify.manifest import Entry, read_manifest
 from tokunify.store import (
@@ -61,8 +61,8 @@ class TokenizeArgs:
     """Reject rows whose transcript is missing or empty."""
     device: str = "cpu"
     """Device for the tokenizers."""
-    reader: Literal["soundfile"] = "soundfile"
-    """Audio reader."""
+    reader: Literal["soundfile", "fairseq2"] = "soundfile"
+    """Audio reader: soundfile, or fairseq2's native pipeline (decodes files in parallel; extra)."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -178,8 +178,12 @@ class ChunkWorker:
 
             self.text_tok = load_text_tokenizer(meta.text_tokenizer["source"])
 
-    def _load(self, e: Entry) -> tuple[np.ndarray, int]:
-        wav, sr = read_audio(e.audio, e.start, e.end)
+    def _load(
+        self, e: Entry, decoded: tuple[np.ndarray, int] | AudioError
+    ) -> tuple[np.ndarray, int]:
+        if isinstance(decoded, AudioError):
+            raise decoded
+        wav, sr = decoded
         mono = check_audio(to_mono(wav), str(e.audio))
         secs = len(mono) / sr
         if secs < self.args.min_seconds:
@@ -198,13 +202,21 @@ class ChunkWorker:
     def process(self, chunk: int, rows: list[Row]) -> dict[str, Any]:
         good: list[tuple[Entry, np.ndarray, int]] = []
         rejects: list[Reject] = []
+        entries = [r for r in rows if isinstance(r, Entry)]
+        audio = dict(
+            zip(
+                (id(e) for e in entries),
+                read_many([(e.audio, e.start, e.end) for e in entries], self.args.reader),
+                strict=True,
+            )
+        )
         for r in rows:
             if isinstance(r, Reject):
                 rejects.append(r)
                 continue
             try:
                 self._check_text(r)
-                wav, sr = self._load(r)
+                wav, sr = self._load(r, audio[id(r)])
                 good.append((r, wav, sr))
             except (AudioError, ValueError) as err:
                 rejects.append(Reject(r.id, str(r.audio), str(err)))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_config
+from helpers import write_config
 from safetensors.torch import load_file
 
 import tokunify

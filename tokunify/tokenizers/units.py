@@ -50,7 +50,7 @@ class UnitTokenizer(SpeechTokenizer):
         self.kmeans = kmeans
         self.dedup = dedup
         self.centroids_path = str(centroids_path) if centroids_path is not None else None
-        self.kind = "ssl_units" if isinstance(features, SSLFeatures) else "mel_units"
+        self.kind = "mel_units" if isinstance(features, MelFeatures) else "ssl_units"
 
     @property
     def sample_rate(self) -> int:
@@ -88,7 +88,7 @@ class UnitTokenizer(SpeechTokenizer):
 
     def to_config(self) -> dict[str, Any]:
         cfg: dict[str, Any] = {"kind": self.kind}
-        if isinstance(self.features, SSLFeatures):
+        if self.kind == "ssl_units":
             cfg.update(self.features.to_config())
         else:
             cfg["features"] = self.features.to_config()
@@ -127,6 +127,10 @@ def features_from_config(
     config: dict[str, Any], device: str | torch.device = "cpu"
 ) -> FrameFeatures:
     kind = config.get("kind")
+    if kind == "ssl_units" and config.get("backend") == "fairseq2":
+        from tokunify.tokenizers.fairseq2_features import Fairseq2Features
+
+        return Fairseq2Features.from_config(config, device)
     if kind == "ssl_units":
         if "source" not in config or "layer" not in config:
             raise TokenizerConfigError(

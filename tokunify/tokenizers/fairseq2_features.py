@@ -1,0 +1,253 @@
+"""fairseq2 wav2vec2 encoders as a feature source for unit tokenizers (``pip install tokunify[fairseq2]``).
+
+Config (the same ``ssl_units`` tokenizer, k-means and dedup as the transformers source)::
+
+    kind: ssl_units
+    backend: fairseq2
+    source: wav2vec2_base          # a fairseq2 asset name (downloads when online), or a local
+                                   # checkpoint file {"model": state_dict} written by save_fairseq2_wav2vec2
+    layer: 6
+
+:func:`hf_wav2vec2_to_fairseq2` converts a transformers ``Wav2Vec2Model`` (post-LN, group-norm
+front-end, the base recipe) to fairseq2; both give the same layer outputs (tested in CI leg 2).
+w2v-BERT models are not wired in yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tokunify.tokenizers.features import FeatureError, FrameFeatures
+
+# transformers Wav2Vec2Model parameter -> fairseq2 Wav2Vec2Model parameter (first match wins)
+_HF_TO_FS2: list[tuple[str, str]] = [
+    (r"^masked_spec_embed$", "masker.temporal_mask_embed"),
+    (
+        r"^feature_extractor\.conv_layers\.(\d+)\.conv\.",
+        r"encoder_frontend.feature_extractor.layers.\1.conv.",
+    ),
+    (
+        r"^feature_extractor\.conv_layers\.(\d+)\.layer_norm\.",
+        r"encoder_frontend.feature_extractor.layers.\1.group_norm.",
+    ),
+    (r"^feature_projection\.layer_norm\.", "encoder_frontend.post_extract_layer_norm."),
+    (r"^feature_projection\.projection\.", "encoder_frontend.model_dim_proj."),
+    (
+        r"^encoder\.pos_conv_embed\.conv\.parametrizations\.weight\.original0$",
+        "encoder_frontend.pos_encoder.conv.weight_g",
+    ),
+    (
+        r"^encoder\.pos_conv_embed\.conv\.parametrizations\.weight\.original1$",
+        "encoder_frontend.pos_encoder.conv.weight_v",
+    ),
+    (r"^encoder\.pos_conv_embed\.conv\.bias$", "encoder_frontend.pos_encoder.conv.bias"),
+    (r"^encoder\.layer_norm\.", "encoder_frontend.layer_norm."),
+    (
+        r"^encoder\.layers\.(\d+)\.attention\.out_proj\.",
+        r"encoder.layers.\1.self_attn.output_proj.",
+    ),
+    (r"^encoder\.layers\.(\d+)\.attention\.", r"encoder.layers.\1.self_attn."),
+    (r"^encoder\.layers\.(\d+)\.layer_norm\.", r"encoder.layers.\1.self_attn_layer_norm."),
+    (
+        r"^encoder\.layers\.(\d+)\.feed_forward\.intermediate_dense\.",
+        r"encoder.layers.\1.ffn.inner_proj.",
+    ),
+    (
+        r"^encoder\.layers\.(\d+)\.feed_forward\.output_dense\.",
+        r"encoder.layers.\1.ffn.output_proj.",
+    ),
+    (r"^encoder\.layers\.(\d+)\.final_layer_norm\.", r"encoder.layers.\1.ffn_layer_norm."),
+]
+
+
+def _hub() -> Any:
+    try:
+        import fairseq2
+    except ImportError as e:
+        raise FeatureError(
+            "the fairseq2 backend needs `pip install tokunify[fairseq2]` (torch 2.9.1)"
+        ) from e
+    from fairseq2.error import InvalidOperationError
+
+    with contextlib.suppress(InvalidOperationError):  # already initialised in this process
+        fairseq2.init_fairseq2()
+    from fairseq2.models.wav2vec2 import get_wav2vec2_model_hub
+
+    return get_wav2vec2_model_hub()
+
+
+def encoder_overrides(hf_config: Any) -> dict[str, Any]:
+    """Fields of fairseq2's ``base`` wav2vec2 encoder config that reproduce a transformers config."""
+    if (
+        getattr(hf_config, "do_stable_layer_norm", False)
+        or getattr(hf_config, "feat_extract_norm", "group") != "group"
+    ):
+        raise FeatureError(
+            "only the post-LN, group-norm wav2vec2 (base) layout converts to fairseq2 here"
+        )
+    return dict(
+        model_dim=hf_config.hidden_size,
+        num_encoder_layers=hf_config.num_hidden_layers,
+        num_encoder_attn_heads=hf_config.num_attention_heads,
+        ffn_inner_dim=hf_config.intermediate_size,
+        feature_dim=hf_config.conv_dim[-1],
+        feature_extractor_layer_descs=list(zip(hf_config.conv_dim, hf_config.conv_kernel, hf_config.conv_stride, strict=True)),
+        feature_extractor_bias=bool(hf_config.conv_bias),
+        pos_conv_kernel_size=hf_config.num_conv_pos_embeddings,
+        num_pos_conv_groups=hf_config.num_conv_pos_embedding_groups,
+        dropout_p=0.0, attn_dropout_p=0.0, ffn_inner_dropout_p=0.0, layer_drop_p=0.0, first_pass_dropout_p=0.0,
+    )  # fmt: skip
+
+
+def fairseq2_config(arch: str = "base", overrides: dict[str, Any] | None = None) -> Any:
+    cfg = _hub().get_arch_config(arch)
+    if not overrides:
+        return cfg
+    ov = dict(overrides)
+    if "feature_extractor_layer_descs" in ov:
+        ov["feature_extractor_layer_descs"] = [
+            tuple(d) for d in ov["feature_extractor_layer_descs"]
+        ]
+    return dataclasses.replace(cfg, encoder_config=dataclasses.replace(cfg.encoder_config, **ov))
+
+
+def hf_wav2vec2_to_fairseq2(hf_model: nn.Module) -> nn.Module:
+    """A fairseq2 ``Wav2Vec2Model`` with the weights of a transformers ``Wav2Vec2Model``."""
+    model = _hub().create_new_model(fairseq2_config("base", encoder_overrides(hf_model.config)))
+    model.tokunify_encoder = encoder_overrides(
+        hf_model.config
+    )  # recorded by save_fairseq2_wav2vec2
+    target = model.state_dict()
+    out = dict(target)  # pre-training heads (quantizer, final projections) keep their init
+    for key, value in hf_model.state_dict().items():
+        new = key
+        for pat, rep in _HF_TO_FS2:
+            new, n = re.subn(pat, rep, key)
+            if n:
+                break
+        if new not in target or target[new].shape != value.shape:
+            raise FeatureError(
+                f"wav2vec2 conversion: {key} -> {new} does not fit the fairseq2 model"
+            )
+        out[new] = value
+    model.load_state_dict(out)
+    return model.eval()
+
+
+def save_fairseq2_wav2vec2(model: nn.Module, path: str | Path, arch: str = "base") -> Path:
+    """A local checkpoint: ``{"model": state_dict, "arch": arch, "encoder": overrides}`` (plain types,
+    so loading works with ``weights_only=True``)."""
+    enc = getattr(model, "tokunify_encoder", None) or {}
+    torch.save({"model": model.state_dict(), "arch": arch, "encoder": enc}, str(path))
+    return Path(path)
+
+
+class Fairseq2Features(FrameFeatures):
+    """Layer ``layer`` (0: the transformer input) of a fairseq2 wav2vec2 encoder.
+
+    The convolutional front-end runs per utterance (its group norm spans the time axis); the
+    transformer runs batched with a ``BatchLayout``, so a padded batch equals single utterances.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: int,
+        source: str = "",
+        arch: str | None = None,
+        device: str | torch.device = "cpu",
+    ):
+        n = len(model.encoder.layers)
+        if not 0 <= layer <= n:
+            raise FeatureError(f"{source}: layer {layer} out of range 0..{n}")
+        self.model, self.layer, self.source, self.arch = (
+            model.eval().to(device),
+            layer,
+            source,
+            arch,
+        )
+        self.device = torch.device(device)
+        self.sample_rate = 16000
+        self.dim = model.model_dim
+        descs = self._descs()
+        self._kernels = [(k, s) for _, k, s in descs]
+
+    def _descs(self) -> list[tuple[int, int, int]]:
+        fe = self.model.encoder_frontend.feature_extractor
+        return [
+            (layer.conv.out_channels, layer.conv.kernel_size[0], layer.conv.stride[0])
+            for layer in fe.layers
+        ]
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], device: str | torch.device = "cpu"
+    ) -> Fairseq2Features:
+        hub = _hub()
+        source, layer = str(config["source"]), int(config["layer"])
+        p = Path(source)
+        if p.is_file():
+            state = torch.load(str(p), map_location="cpu", weights_only=True)
+            arch = str(state.get("arch") or config.get("arch", "base"))
+            model = hub.create_new_model(fairseq2_config(arch, state.get("encoder")))
+            try:
+                model.load_state_dict(state.get("model", state))
+            except RuntimeError as e:
+                raise FeatureError(
+                    f"{p}: does not match fairseq2 wav2vec2 arch {arch!r} ({e})"
+                ) from e
+            return cls(model, layer, source, arch, device)
+        try:
+            model = hub.load_model(source)
+        except Exception as e:
+            raise FeatureError(
+                f"{source}: not a local checkpoint, and fairseq2 cannot load the asset ({e})"
+            ) from e
+        return cls(model, layer, source, None, device)
+
+    @property
+    def frame_rate(self) -> float:
+        stride = 1
+        for _, s in self._kernels:
+            stride *= s
+        return self.sample_rate / stride
+
+    def num_frames(self, lengths: torch.Tensor) -> torch.Tensor:
+        n = lengths.clone().long()
+        for k, s in self._kernels:
+            n = torch.div(n - k, s, rounding_mode="floor") + 1
+        return n.clamp(min=0)
+
+    @torch.inference_mode()
+    def __call__(self, wavs: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        from fairseq2.models.transformer import AttentionBiasCache
+        from fairseq2.nn import BatchLayout
+
+        fe = self.model.encoder_frontend
+        x = wavs.to(self.device, torch.float32)
+        frames = [int(f) for f in self.num_frames(lengths)]
+        feats = []
+        for i, n in enumerate(lengths.tolist()):  # per utterance: group norm over time
+            seq = x[i : i + 1, :n]
+            f, _, _ = fe.extract_features(seq, BatchLayout(seq.shape, [n], device=self.device))
+            feats.append(f[0, : frames[i]])
+        padded = nn.utils.rnn.pad_sequence(feats, batch_first=True)  # [B, T, C]
+        layout = BatchLayout(padded.shape[:2], frames, device=self.device)
+        seqs, _ = fe.process_features(padded, layout, None)
+        cache = AttentionBiasCache()
+        for layer in list(self.model.encoder.layers)[: self.layer]:
+            seqs = layer(seqs, layout, cache)
+        return [seqs[i, : frames[i]].float() for i in range(len(frames))]
+
+    def to_config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"backend": "fairseq2", "source": self.source, "layer": self.layer}
+        if self.arch:
+            cfg["arch"] = self.arch
+        return cfg
