@@ -93,3 +93,53 @@ def test_local_checkpoint_through_the_tokenizer_config(models, tmp_path):
 def _save_hf(hf, tmp_path):
     hf.save_pretrained(tmp_path / "hf")
     return tmp_path / "hf"
+
+
+def test_w2vbert_backbone_from_a_local_checkpoint(tmp_path):
+    import dataclasses
+
+    from fairseq2.models.w2vbert import get_w2vbert_model_hub
+
+    overrides = dict(model_dim=32, num_encoder_layers=3, num_encoder_attn_heads=2, ffn_inner_dim=64, depthwise_conv_kernel_size=5,
+                     dropout_p=0.0, attn_dropout_p=0.0, ffn_inner_dropout_p=0.0, layer_drop_p=0.0, first_pass_dropout_p=0.0)  # fmt: skip
+    hub = get_w2vbert_model_hub()
+    cfg = hub.get_arch_config("300m")
+    cfg = dataclasses.replace(
+        cfg,
+        num_bert_encoder_layers=1,
+        w2v2_config=dataclasses.replace(
+            cfg.w2v2_config,
+            encoder_config=dataclasses.replace(cfg.w2v2_config.encoder_config, **overrides),
+        ),
+    )
+    torch.manual_seed(0)
+    model = hub.create_new_model(cfg).eval()
+    ckpt = save_fairseq2_wav2vec2(
+        model.w2v2_model, tmp_path / "w2vbert.pt", arch="300m", family="w2vbert", encoder=overrides
+    )
+    feats = Fairseq2Features(model, 2)
+    assert feats.fbank and feats.frame_rate == 50.0
+    wavs, x, lens = batch([16000, 12345, 8000])
+    out = feats(x, lens)
+    assert [f.shape for f in out] == [(int(n), 32) for n in feats.num_frames(lens)]
+    for w, f in zip(wavs, out, strict=True):  # padded batch == one at a time
+        torch.testing.assert_close(
+            feats(w[None], torch.tensor([len(w)]))[0], f, atol=1e-5, rtol=1e-5
+        )
+    km = KMeans.fit(torch.cat(out), 6, seed=0)
+    km.save(tmp_path / "c.safetensors")
+    tok = tokenizer_from_config(
+        {
+            "kind": "ssl_units",
+            "backend": "fairseq2",
+            "source": str(ckpt),
+            "layer": 2,
+            "centroids": "c.safetensors",
+        },
+        base_dir=tmp_path,
+    )
+    units = tok.encode([w.numpy() for w in wavs])
+    direct = [torch.unique_consecutive(km.assign(f)) for f in out]
+    assert all(
+        torch.equal(a, b) for a, b in zip(units.ids, direct, strict=True)
+    )  # reloaded from the checkpoint: same units

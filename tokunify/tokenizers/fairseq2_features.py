@@ -5,12 +5,13 @@ Config (the same ``ssl_units`` tokenizer, k-means and dedup as the transformers 
     kind: ssl_units
     backend: fairseq2
     source: wav2vec2_base          # a fairseq2 asset name (downloads when online), or a local
-                                   # checkpoint file {"model": state_dict} written by save_fairseq2_wav2vec2
+                                   # checkpoint file written by save_fairseq2_wav2vec2
+    family: wav2vec2               # or w2vbert (80-bin fbank front-end, conformer layers)
     layer: 6
 
 :func:`hf_wav2vec2_to_fairseq2` converts a transformers ``Wav2Vec2Model`` (post-LN, group-norm
 front-end, the base recipe) to fairseq2; both give the same layer outputs (tested in CI leg 2).
-w2v-BERT models are not wired in yet.
+w2v-BERT models run through their wav2vec2 (conformer) backbone on fbank features.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ _HF_TO_FS2: list[tuple[str, str]] = [
 ]
 
 
-def _hub() -> Any:
+def _hub(family: str = "wav2vec2") -> Any:
     try:
         import fairseq2
     except ImportError as e:
@@ -78,6 +79,12 @@ def _hub() -> Any:
 
     with contextlib.suppress(InvalidOperationError):  # already initialised in this process
         fairseq2.init_fairseq2()
+    if family == "w2vbert":
+        from fairseq2.models.w2vbert import get_w2vbert_model_hub
+
+        return get_w2vbert_model_hub()
+    if family != "wav2vec2":
+        raise FeatureError(f"unknown fairseq2 family {family!r} (wav2vec2 or w2vbert)")
     from fairseq2.models.wav2vec2 import get_wav2vec2_model_hub
 
     return get_wav2vec2_model_hub()
@@ -106,8 +113,14 @@ def encoder_overrides(hf_config: Any) -> dict[str, Any]:
     )  # fmt: skip
 
 
-def fairseq2_config(arch: str = "base", overrides: dict[str, Any] | None = None) -> Any:
-    cfg = _hub().get_arch_config(arch)
+def fairseq2_config(
+    arch: str = "base", overrides: dict[str, Any] | None = None, family: str = "wav2vec2"
+) -> Any:
+    """A wav2vec2 model config: a fairseq2 arch (of the wav2vec2 family, or the wav2vec2 backbone of
+    a w2v-BERT arch) with encoder fields overridden."""
+    cfg = _hub(family).get_arch_config(arch)
+    if family == "w2vbert":
+        cfg = cfg.w2v2_config
     if not overrides:
         return cfg
     ov = dict(overrides)
@@ -141,11 +154,19 @@ def hf_wav2vec2_to_fairseq2(hf_model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def save_fairseq2_wav2vec2(model: nn.Module, path: str | Path, arch: str = "base") -> Path:
-    """A local checkpoint: ``{"model": state_dict, "arch": arch, "encoder": overrides}`` (plain types,
-    so loading works with ``weights_only=True``)."""
-    enc = getattr(model, "tokunify_encoder", None) or {}
-    torch.save({"model": model.state_dict(), "arch": arch, "encoder": enc}, str(path))
+def save_fairseq2_wav2vec2(
+    model: nn.Module,
+    path: str | Path,
+    arch: str = "base",
+    family: str = "wav2vec2",
+    encoder: dict[str, Any] | None = None,
+) -> Path:
+    """A local checkpoint of a wav2vec2 model or of a w2v-BERT's wav2vec2 backbone:
+    ``{"model", "family", "arch", "encoder"}`` in plain types (loads with ``weights_only=True``)."""
+    enc = encoder if encoder is not None else (getattr(model, "tokunify_encoder", None) or {})
+    torch.save(
+        {"model": model.state_dict(), "family": family, "arch": arch, "encoder": enc}, str(path)
+    )
     return Path(path)
 
 
@@ -164,6 +185,7 @@ class Fairseq2Features(FrameFeatures):
         arch: str | None = None,
         device: str | torch.device = "cpu",
     ):
+        model = getattr(model, "w2v2_model", model)  # w2v-BERT: its wav2vec2 (conformer) backbone
         n = len(model.encoder.layers)
         if not 0 <= layer <= n:
             raise FeatureError(f"{source}: layer {layer} out of range 0..{n}")
@@ -176,15 +198,25 @@ class Fairseq2Features(FrameFeatures):
         self.device = torch.device(device)
         self.sample_rate = 16000
         self.dim = model.model_dim
-        descs = self._descs()
-        self._kernels = [(k, s) for _, k, s in descs]
-
-    def _descs(self) -> list[tuple[int, int, int]]:
         fe = self.model.encoder_frontend.feature_extractor
-        return [
-            (layer.conv.out_channels, layer.conv.kernel_size[0], layer.conv.stride[0])
-            for layer in fe.layers
-        ]
+        self.fbank = not hasattr(fe, "layers")  # w2v-BERT: 80-bin fbank, `stride` frames stacked
+        if self.fbank:
+            from fairseq2.data.audio import WaveformToFbankConverter
+
+            self._fbank = WaveformToFbankConverter(
+                num_mel_bins=fe.num_fbank_channels,
+                waveform_scale=2**15,
+                channel_last=True,
+                standardize=True,
+            )
+            self._kernels = [
+                (400, 160),
+                (fe.stride, fe.stride),
+            ]  # kaldi fbank: 25 ms every 10 ms, snip edges
+        else:
+            self._kernels = [
+                (layer.conv.kernel_size[0], layer.conv.stride[0]) for layer in fe.layers
+            ]
 
     @classmethod
     def from_config(
@@ -195,8 +227,9 @@ class Fairseq2Features(FrameFeatures):
         p = Path(source)
         if p.is_file():
             state = torch.load(str(p), map_location="cpu", weights_only=True)
+            family = str(state.get("family") or config.get("family", "wav2vec2"))
             arch = str(state.get("arch") or config.get("arch", "base"))
-            model = hub.create_new_model(fairseq2_config(arch, state.get("encoder")))
+            model = hub.create_new_model(fairseq2_config(arch, state.get("encoder"), family))
             try:
                 model.load_state_dict(state.get("model", state))
             except RuntimeError as e:
@@ -205,7 +238,7 @@ class Fairseq2Features(FrameFeatures):
                 ) from e
             return cls(model, layer, source, arch, device)
         try:
-            model = hub.load_model(source)
+            model = _hub(config.get("family", "wav2vec2")).load_model(source)
         except Exception as e:
             raise FeatureError(
                 f"{source}: not a local checkpoint, and fairseq2 cannot load the asset ({e})"
@@ -234,9 +267,17 @@ class Fairseq2Features(FrameFeatures):
         x = wavs.to(self.device, torch.float32)
         frames = [int(f) for f in self.num_frames(lengths)]
         feats = []
-        for i, n in enumerate(lengths.tolist()):  # per utterance: group norm over time
+        for i, n in enumerate(
+            lengths.tolist()
+        ):  # per utterance: group-norm / fbank statistics span time
             seq = x[i : i + 1, :n]
-            f, _, _ = fe.extract_features(seq, BatchLayout(seq.shape, [n], device=self.device))
+            if self.fbank:
+                seq = self._fbank(
+                    {"waveform": seq[0, :, None].cpu(), "sample_rate": float(self.sample_rate)}
+                )["fbank"][None].to(self.device)
+            f, _, _ = fe.extract_features(
+                seq, BatchLayout(seq.shape[:2], [seq.shape[1]], device=self.device)
+            )
             feats.append(f[0, : frames[i]])
         padded = nn.utils.rnn.pad_sequence(feats, batch_first=True)  # [B, T, C]
         layout = BatchLayout(padded.shape[:2], frames, device=self.device)
