@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tokunify.tokenizers.features import FeatureError, FrameFeatures
+from tokunify.tokenizers.features import ConvStackFeatures, FeatureError
 
 # transformers Wav2Vec2Model parameter -> fairseq2 Wav2Vec2Model parameter (first match wins)
 _HF_TO_FS2: list[tuple[str, str]] = [
@@ -170,7 +170,7 @@ def save_fairseq2_wav2vec2(
     return Path(path)
 
 
-class Fairseq2Features(FrameFeatures):
+class Fairseq2Features(ConvStackFeatures):
     """Layer ``layer`` (0: the transformer input) of a fairseq2 wav2vec2 encoder.
 
     The convolutional front-end runs per utterance (its group norm spans the time axis); the
@@ -244,19 +244,6 @@ class Fairseq2Features(FrameFeatures):
                 f"{source}: not a local checkpoint, and fairseq2 cannot load the asset ({e})"
             ) from e
         return cls(model, layer, source, None, device)
-
-    @property
-    def frame_rate(self) -> float:
-        stride = 1
-        for _, s in self._kernels:
-            stride *= s
-        return self.sample_rate / stride
-
-    def num_frames(self, lengths: torch.Tensor) -> torch.Tensor:
-        n = lengths.clone().long()
-        for k, s in self._kernels:
-            n = torch.div(n - k, s, rounding_mode="floor") + 1
-        return n.clamp(min=0)
 
     @torch.inference_mode()
     def __call__(self, wavs: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:

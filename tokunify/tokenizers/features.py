@@ -58,8 +58,24 @@ class FrameFeatures(ABC):
     def to_config(self) -> dict[str, Any]: ...
 
 
+class ConvStackFeatures(FrameFeatures):
+    """Encoders whose frames come from a stack of strided windows ``_kernels = [(kernel, stride)]``."""
+
+    _kernels: list[tuple[int, int]]
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / float(np.prod([s for _, s in self._kernels]))
+
+    def num_frames(self, lengths: torch.Tensor) -> torch.Tensor:
+        n = lengths.clone().long()
+        for k, s in self._kernels:
+            n = torch.div(n - k, s, rounding_mode="floor") + 1
+        return n.clamp(min=0)
+
+
 # ---- SSL encoders (transformers) -----------------------------------------------------------------
-class SSLFeatures(FrameFeatures):
+class SSLFeatures(ConvStackFeatures):
     """Hidden states of layer ``layer`` of a transformers HuBERT / wav2vec2 / WavLM encoder.
 
     ``layer`` counts like ``output_hidden_states``: 0 is the transformer input, ``L`` the output of
@@ -113,16 +129,6 @@ class SSLFeatures(FrameFeatures):
         if normalize is None:
             normalize = _feature_extractor_normalizes(source)
         return cls(model, layer, source=source, normalize=normalize, device=device, dtype=dtype)
-
-    @property
-    def frame_rate(self) -> float:
-        return self.sample_rate / float(np.prod([s for _, s in self._kernels]))
-
-    def num_frames(self, lengths: torch.Tensor) -> torch.Tensor:
-        n = lengths.clone().long()
-        for k, s in self._kernels:
-            n = torch.div(n - k, s, rounding_mode="floor") + 1
-        return n.clamp(min=0)
 
     @torch.inference_mode()
     def __call__(self, wavs: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
