@@ -92,6 +92,19 @@ class VocoderTrainConfig:
 
 
 # ---- discriminators (HiFi-GAN), with a channel divisor for the CPU preset ---------------------
+def _conv_stack(
+    convs: nn.ModuleList, post: nn.Module, x: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Leaky-ReLU conv stack of a HiFi-GAN discriminator: (flattened score, feature maps)."""
+    fmap = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), 0.1)
+        fmap.append(x)
+    x = post(x)
+    fmap.append(x)
+    return x.flatten(1), fmap
+
+
 class DiscriminatorP(nn.Module):
     def __init__(self, period: int, scale: int = 1):
         super().__init__()
@@ -114,13 +127,7 @@ class DiscriminatorP(nn.Module):
         if t % self.period:
             x = F.pad(x, (0, self.period - t % self.period), "reflect")
         x = x.view(b, c, -1, self.period)
-        fmap = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return x.flatten(1), fmap
+        return _conv_stack(self.convs, self.conv_post, x)
 
 
 class DiscriminatorS(nn.Module):
@@ -163,13 +170,7 @@ class DiscriminatorS(nn.Module):
         self.conv_post = parametrizations.weight_norm(nn.Conv1d(c[-1], 1, 3, 1, padding=1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        fmap = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return x.flatten(1), fmap
+        return _conv_stack(self.convs, self.conv_post, x)
 
 
 class Discriminators(nn.Module):
