@@ -123,7 +123,8 @@ def speech_manifest(tmp_path_factory) -> Path:
             path = root / "wavs" / f"u{i}_{j}.wav"
             path.parent.mkdir(exist_ok=True)
             sf.write(path, s.audio, s.sample_rate)
-            extra = {"s2s_target": f"u{i + 1}_{j}"} if i % 2 == 0 else {}  # s2s pairs
+            extra: dict = {"s2s_target": f"u{i + 1}_{j}"} if i % 2 == 0 else {}  # s2s pairs
+            extra["phones"] = [list(p) for p in s.phones]
             entries.append(
                 Entry(
                     id=f"u{i}_{j}", audio=path, text=text, speaker=voice, words=s.words, extra=extra

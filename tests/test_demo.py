@@ -10,7 +10,7 @@ import soundfile as sf
 from tokunify.cli import main
 
 KEYS = ["asr_wer", "asr_cer", "asr_wer_unseen_voice", "tts_roundtrip_wer", "resynth_unit_error", "s2s_exact_match",
-        "elapsed_s", "train_steps", "n_train_utts", "n_test_utts"]  # fmt: skip
+        "s2s_wer", "baseline_resynth_unit_error", "elapsed_s", "train_steps", "n_train_utts", "n_test_utts"]  # fmt: skip
 
 
 def test_quick_demo(tmp_path):
@@ -20,6 +20,11 @@ def test_quick_demo(tmp_path):
     for k in KEYS:
         assert isinstance(m[k], (int, float)) and np.isfinite(m[k]) and m[k] >= 0, k
     assert m["s2s_exact_match"] <= 1 and m["n_train_utts"] >= 300 and m["n_test_utts"] >= 60
+    assert m["eval"]["test_s2s"]["s2s_pairs"] == 10  # every test_s2s question was asked
+    assert (
+        json.loads((out / "bundle" / "tokunify.json").read_text())["vocoders"]["units"]["kind"]
+        == "unit2mel"
+    )
     assert m["train_loss_last"] < 0.6 * m["train_loss_first"]
     html = (out / "report.html").read_text()
     assert (

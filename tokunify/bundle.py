@@ -204,7 +204,8 @@ def save_bundle(
 def attach_vocoder(
     bundle: str | Path, vocoder_dir: str | Path, stream: str | None = None
 ) -> dict[str, Any]:
-    """Copy a unit vocoder (``config.json`` + ``generator.safetensors`` or ``g_*``) into a bundle and
+    """Copy a unit vocoder (``config.json`` + ``generator.safetensors`` or ``g_*``; CodeHiFiGAN or
+    unit2mel) into a bundle and
     record it in ``tokunify.json`` (written atomically). Its unit count must match the stream."""
     root, src = Path(bundle), Path(vocoder_dir)
     vocab = UnifiedVocab.load(root)
@@ -218,9 +219,10 @@ def attach_vocoder(
     )
     if weights is None:
         raise BundleError(f"{src}: no generator.safetensors or g_* checkpoint")
-    units = json.loads(cfg_file.read_text()).get("num_embeddings")
+    vcfg = json.loads(cfg_file.read_text())
+    units = vcfg.get("num_embeddings")
     entry = {
-        "kind": "codehifigan",
+        "kind": vcfg.get("model", "codehifigan"),
         "config": f"vocoders/{name}/config.json",
         "weights": f"vocoders/{name}/{weights.name}",
         "cardinality": units,

@@ -1,7 +1,7 @@
 """`tokunify demo`: the offline end-to-end run, through the same subcommands users run.
 
 corpus (espeak-ng) -> SentencePiece + mel-unit k-means -> tokenize -> extend a from-scratch model ->
-train (continue, asr, tts, s2s, text, interleave) -> train a vocoder -> eval on held-out sentences
+train (continue, asr, tts, s2s, text, interleave) -> train a CPU vocoder (unit2mel) -> eval on held-out sentences
 (seen voices, and one unseen voice) -> samples -> metrics.json + report.html.
 """
 
@@ -31,6 +31,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
         k=64,
         preset="llama-tiny",
         steps=250,
+        steps_bf16=250,
         batch=8,
         seq_len=256,
         lr=3e-3,
@@ -38,24 +39,29 @@ SETTINGS: dict[str, dict[str, Any]] = {
         voc_steps=200,
         eval_utts=30,
         voices=6,
+        lda_dim=32,
+        s2s_pairs=10,
     ),
     # <= 10 minutes on a 2-core CPU.
     "default": dict(
-        utts=2400,
+        utts=16000,
         test=200,
-        k=100,
+        k=128,
         preset="llama-small",
         steps=800,
+        steps_bf16=1000,
         batch=8,
         seq_len=512,
         lr=2e-3,
-        voc_minutes=1.75,
+        voc_minutes=1.0,
         voc_steps=20000,
         eval_utts=100,
         voices=16,
+        lda_dim=32,
+        s2s_pairs=50,
     ),
 }
-MIXTURE = {"asr": 0.35, "tts": 0.3, "s2s": 0.1, "continue": 0.05, "text": 0.05, "interleave": 0.15}
+MIXTURE = {"asr": 0.35, "tts": 0.4, "s2s": 0.08, "continue": 0.05, "text": 0.05, "interleave": 0.07}
 
 
 @dataclass
@@ -92,7 +98,7 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
 
     corpus = out / "corpus"
     step("corpus", ["synth-corpus", "--out", str(corpus), "--utterances", str(s["utts"]), "--test-utterances", str(s["test"]),
-                    "--voices", *TRAIN_VOICES[: s["voices"]], "--seed", str(args.seed)])  # fmt: skip
+                    "--voices", *TRAIN_VOICES[: s["voices"]], "--s2s-pairs", str(s["s2s_pairs"]), "--seed", str(args.seed)])  # fmt: skip
     step(
         "text tokenizer",
         [
@@ -109,7 +115,13 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
         yaml.safe_dump(
             {
                 "kind": "mel_units",
-                "features": {"kind": "mfcc", "n_mfcc": 20, "deltas": True, "cmvn": "utterance"},
+                "features": {
+                    "kind": "mfcc",
+                    "n_mfcc": 20,
+                    "deltas": False,
+                    "cmvn": "utterance",
+                    "splice": 4,
+                },
                 "dedup": True,
             }
         )
@@ -127,54 +139,44 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
             str(out / "units"),
             "--max-utterances",
             "1500",
+            "--lda-dim",
+            str(s["lda_dim"]),
         ],
     )
     units_cfg = out / "units" / "tokenizer.yaml"
-    for split in ("train", "test_seen", "test_unseen"):
+    for split in ("train", "test_seen", "test_unseen", "test_s2s"):
         step(f"tokenize {split}", ["tokenize", str(corpus / f"{split}.jsonl"), "--out", str(out / "stores" / split), "--tokenizer", f"units={units_cfg}",
                                    "--text-tokenizer", str(out / "text_tokenizer"), "--chunk-size", "500", "--no-progress"])  # fmt: skip
     step("extend", ["extend", f"scratch:{s['preset']}", "--text-tokenizer", str(out / "text_tokenizer"), "--units", str(s["k"]),
                     "--speech-tokenizer", f"units={units_cfg}", "--out", str(out / "bundle_init")])  # fmt: skip
+    # bf16 autocast where the CPU computes bf16 natively (1.6x tokens/s here, same losses): more
+    # steps fit the time budget. Elsewhere fp32 with fewer steps.
+    from tokunify.train.loop import cpu_has_native_bf16
+
+    precision = "bf16" if cpu_has_native_bf16() else "no"
+    steps = s["steps_bf16"] if precision == "bf16" else s["steps"]
     train_cfg = {
-        "bundle": str(out / "bundle_init"), "out": str(out / "lm"), "steps": s["steps"], "batch_size": s["batch"], "seed": args.seed,
-        "eval_every": max(50, s["steps"] // 5), "save_every": 0, "log_every": 10, "progress": False,
+        "bundle": str(out / "bundle_init"), "out": str(out / "lm"), "steps": steps, "batch_size": s["batch"], "seed": args.seed,
+        "eval_every": max(50, steps // 5), "save_every": 0, "log_every": 10, "progress": False,
         "data": {"stores": [str(out / "stores" / "train")], "eval_stores": [str(out / "stores" / "test_seen")], "seq_len": s["seq_len"], "mixture": MIXTURE},
-        "optim": {"lr": s["lr"], "warmup_steps": max(20, s["steps"] // 20), "weight_decay": 0.01},
+        "optim": {"lr": s["lr"], "warmup_steps": max(20, steps // 20), "weight_decay": 0.01}, "mixed_precision": precision,
         "eval_examples": 32,
     }  # fmt: skip
     (out / "train.yaml").write_text(yaml.safe_dump(train_cfg, sort_keys=False))
     step("train", ["train", str(out / "train.yaml")])
-    step(
-        "train vocoder",
-        [
-            "train-vocoder",
-            str(out / "stores" / "train"),
-            "--out",
-            str(out / "vocoder"),
-            "--steps",
-            str(s["voc_steps"]),
-            "--max-minutes",
-            str(s["voc_minutes"]),
-            "--log-every",
-            "25",
-            "--save-every",
-            "100000",
-            "--segment-frames",
-            "24",
-            "--batch-size",
-            "8",
-            "--lr",
-            "1e-3",
-            "--no-adversarial",
-        ],
-    )  # fmt: skip  (in CPU minutes the discriminators only slow the generator: unit resynthesis error 0.87 with, 0.43 without, same 75 s)
+    step("train vocoder", ["train-vocoder", str(out / "stores" / "train"), "--out", str(out / "vocoder"), "--arch", "unit2mel",
+                            "--steps", str(s["voc_steps"]), "--max-minutes", str(s["voc_minutes"]), "--max-utterances", "3000",
+                            "--batch-size", "16", "--segment-frames", "64", "--lr", "2e-3", "--log-every", "50", "--save-every", "100000"])  # fmt: skip
     bundle = out / "bundle"
     shutil.copytree(out / "lm" / "final", bundle)
     step("attach vocoder", ["attach-vocoder", str(bundle), str(out / "vocoder" / "vocoder")])
     torch.manual_seed(args.seed)
     step("eval", ["eval", str(bundle), "--store", str(out / "stores" / "test_seen"), str(out / "stores" / "test_unseen"),
-                  "--out", str(out / "eval"), "--max-utts", str(s["eval_utts"])])  # fmt: skip
+                  "--out", str(out / "eval"), "--max-utts", str(s["eval_utts"]), "--tasks", "asr", "tts", "resynth"])  # fmt: skip
+    step("eval s2s", ["eval", str(bundle), "--store", str(out / "stores" / "test_s2s"), "--out", str(out / "eval_s2s"),
+                      "--max-utts", str(2 * s["s2s_pairs"]), "--tasks", "s2s"])  # fmt: skip
     results = json.loads((out / "eval" / "eval.json").read_text())
+    results.update(json.loads((out / "eval_s2s" / "eval.json").read_text()))
     t = time.perf_counter()
     baseline = griffin_lim_baseline(out, s["eval_utts"])
     times["baseline"] = time.perf_counter() - t
@@ -183,18 +185,18 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
     times["samples"] = time.perf_counter() - t
     log = [json.loads(line) for line in (out / "lm" / "log.jsonl").read_text().splitlines()]
     train_rows = [r for r in log if "loss" in r]
-    seen, unseen = results["test_seen"], results["test_unseen"]
+    seen, unseen, s2s = results["test_seen"], results["test_unseen"], results["test_s2s"]
     from tokunify.store import TokenStore
 
     metrics = {
         "asr_wer": seen.get("asr_wer"), "asr_cer": seen.get("asr_cer"), "asr_wer_unseen_voice": unseen.get("asr_wer"),
         "tts_roundtrip_wer": seen.get("tts_roundtrip_wer"), "resynth_unit_error": seen.get("resynth_unit_error"),
-        "resynth_frame_error": seen.get("resynth_frame_error"), "s2s_exact_match": seen.get("s2s_exact_match"),
+        "resynth_frame_error": seen.get("resynth_frame_error"), "s2s_exact_match": s2s.get("s2s_exact_match"), "s2s_wer": s2s.get("s2s_wer"),
         "baseline_resynth_unit_error": baseline["unit_error"], "baseline_resynth_frame_error": baseline["frame_error"],
         "train_loss_first": train_rows[0]["loss"], "train_loss_last": train_rows[-1]["loss"],
         "elapsed_s": time.perf_counter() - t0, "train_steps": train_rows[-1]["step"],
-        "n_train_utts": len(TokenStore(out / "stores" / "train")), "n_test_utts": seen["n_utts"] + unseen["n_utts"],
-        "mode": "quick" if args.quick else "default", "stage_seconds": times, "eval": results,
+        "n_train_utts": len(TokenStore(out / "stores" / "train")), "n_test_utts": seen["n_utts"] + unseen["n_utts"] + s2s["n_utts"],
+        "mode": "quick" if args.quick else "default", "precision": precision, "stage_seconds": times, "eval": results,
     }  # fmt: skip
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_report(out, metrics, log, samples)
@@ -215,7 +217,8 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
 
 
 def griffin_lim_baseline(out: Path, n: int) -> dict[str, float]:
-    """Resynthesis error of the no-training baseline (mean log-mel per unit + Griffin-Lim)."""
+    """Resynthesis error of the no-training baseline (mean log-mel per unit + the same Griffin-Lim
+    as the trained unit2mel vocoder), on the same test utterances as `eval`."""
     from tokunify.audio import load as load_audio
     from tokunify.generate.evaluate import frame_error, unit_edit_error
     from tokunify.store import TokenStore
@@ -260,7 +263,7 @@ def write_samples(out: Path, bundle: Path, corpus: Path) -> list[dict[str, Any]]
     d.mkdir(exist_ok=True)
     test = list(read_manifest(corpus / "test_seen.jsonl"))
     statements = [e for e in test if "s2s_target" not in e.extra and "answer_to" not in e.extra][:3]
-    questions = [e for e in test if "s2s_target" in e.extra][:2]
+    questions = [e for e in read_manifest(corpus / "test_s2s.jsonl") if "s2s_target" in e.extra][:2]
     samples: list[dict[str, Any]] = []
     for i, e in enumerate(statements):
         r = gen.generate("tts", [e.text])[0]
@@ -373,7 +376,7 @@ def write_report(
     import soundfile as sf
 
     keys = ["asr_wer", "asr_cer", "asr_wer_unseen_voice", "tts_roundtrip_wer", "resynth_unit_error", "baseline_resynth_unit_error",
-            "resynth_frame_error", "baseline_resynth_frame_error", "s2s_exact_match", "train_loss_first", "train_loss_last",
+            "resynth_frame_error", "baseline_resynth_frame_error", "s2s_exact_match", "s2s_wer", "train_loss_first", "train_loss_last",
             "train_steps", "n_train_utts", "n_test_utts", "elapsed_s"]  # fmt: skip
     rows = "".join(
         f"<tr><td>{k}</td><td>{metrics[k]:.4g}</td></tr>"
@@ -397,8 +400,12 @@ def write_report(
     html = f"""<!doctype html><html><head><meta charset="utf-8"><title>tokunify demo</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}td{{padding:2px 10px;border-bottom:1px solid #eee}}figure{{display:inline-block;margin:8px}}</style></head>
 <body><h1>tokunify offline demo ({metrics["mode"]})</h1>
-<p>espeak-ng corpus, mel/MFCC units (k-means), a from-scratch model trained on six tasks, a unit HiFi-GAN vocoder.
-Every number is measured on held-out sentences (test_seen: training voices; asr_wer_unseen_voice: a voice never seen in training).</p>
+<p>espeak-ng corpus; mel units (MFCC, ±4 frames spliced, LDA onto espeak's phone alignment, k-means); a from-scratch model
+trained on six tasks; a CPU vocoder (unit → log-mel conv net, fast Griffin-Lim), compared with the untrained baseline
+(mean log-mel per unit, the same Griffin-Lim).
+ASR, TTS and resynthesis are measured on held-out sentences (test_seen: training voices; asr_wer_unseen_voice: a voice never
+seen in training). S2S answers are facts (what color is an orange) that only training can teach, so test_s2s asks training
+questions spoken by the held-out voice: the audio is unseen, the question text is not.</p>
 <h2>Metrics</h2><table>{rows}</table>
 <h2>Training loss per task</h2>{loss_svg(log)}
 <h2>Spectrograms</h2>{"".join(spec_html)}

@@ -19,6 +19,12 @@ def test_espeak_synthesis_and_word_times():
     assert words == ["the", "big", "dog", "ran", "home", "what", "is", "seven", "plus", "two"]
     starts = [a for _, a, _ in s.words]
     assert starts == sorted(starts) and s.words[-1][2] <= len(s.audio) / s.sample_rate + 1e-6
+    # phone alignment from phoneme events: ordered, contiguous, stress marks dropped
+    phones = [p for p, _, _ in s.phones]
+    assert len(phones) > 20 and {"b", "d", "g"} <= set(phones)
+    assert not any("'" in p or "," in p for p in phones)
+    assert all(a <= b for _, a, b in s.phones) and s.phones[-1][2] == len(s.audio) / s.sample_rate
+    assert all(s.phones[i][2] == s.phones[i + 1][1] for i in range(len(s.phones) - 1))
     try:
         e.synthesize("x", "no-such-voice")
     except EspeakError as err:
@@ -72,9 +78,17 @@ def test_synth_corpus_splits(tmp_path):
     ids = {e.id: e for e in train}
     pairs = [(e, ids[e.extra["s2s_target"]]) for e in train if "s2s_target" in e.extra]
     assert pairs and all(q.speaker == a.speaker for q, a in pairs)
+    # test_s2s: training questions with their answers, spoken by the held-out voice only
+    s2s = list(read_manifest(tmp_path / "test_s2s.jsonl"))
+    s2s_ids = {e.id for e in s2s}
+    questions = [e for e in s2s if "s2s_target" in e.extra]
+    assert questions and len(s2s) == 2 * len(questions)
+    assert all(q.extra["s2s_target"] in s2s_ids and q.text in train_texts for q in questions)
+    assert {e.speaker for e in s2s} == {"en-us+m8"}
     wav, sr = sf.read(train[0].audio)
     assert sr == 16000 and train[0].words and train[0].words[-1][2] <= len(wav) / sr + 0.05
     assert (tmp_path / "train_texts.txt").read_text().count("\n") == len(train)
     assert json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])["audio"].startswith(
         "wavs/"
     )
+    assert all(len(e.extra["phones"]) > len(e.words) for e in train[:5])  # phone spans per row

@@ -65,9 +65,11 @@ def test_batch_equals_single_ssl(ssl_dir, speech_manifest):
     )
 
 
-@pytest.mark.parametrize("kind", ["mfcc", "logmel"])
-def test_batch_equals_single_mel(kind, speech_manifest):
-    assert_batch_equals_single(MelFeatures(MelConfig(kind=kind)), speech(speech_manifest, 6))
+@pytest.mark.parametrize("kind,splice", [("mfcc", 0), ("logmel", 0), ("mfcc", 3)])
+def test_batch_equals_single_mel(kind, splice, speech_manifest):
+    feats = MelFeatures(MelConfig(kind=kind, deltas=not splice, splice=splice))
+    assert feats.dim == (20 if kind == "mfcc" else 40) * (7 if splice else 3)
+    assert_batch_equals_single(feats, speech(speech_manifest, 6))
 
 
 def assert_batch_equals_single(feats, wavs):
@@ -184,3 +186,38 @@ def test_train_kmeans_and_encode_audio_cli(speech_manifest, tmp_path, capsys):
     assert main(["encode-audio", str(wav), "--tokenizer", str(out / "tokenizer.yaml")]) == 0
     row = json.loads(capsys.readouterr().out.strip())
     assert len(row["ids"]) == len(row["durations"]) > 3 and max(row["ids"]) < 16
+
+
+def test_train_kmeans_with_lda_on_phone_alignments(speech_manifest, tmp_path, capsys):
+    """--lda-dim fits LDA on the manifest's phone spans; the projection travels in the centroids
+    file and the tokenizer applies it; rows without the label field are refused by name."""
+    cfg = tmp_path / "mel.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "kind": "mel_units",
+                "features": {"kind": "mfcc", "n_mfcc": 13, "deltas": False, "splice": 2},
+            }
+        )
+    )
+    out = tmp_path / "km"
+    argv = [
+        "train-kmeans",
+        str(speech_manifest),
+        "--tokenizer",
+        str(cfg),
+        "--k",
+        "16",
+        "--out",
+        str(out),
+    ]
+    assert main([*argv, "--lda-dim", "8"]) == 0
+    assert "LDA 65->8" in capsys.readouterr().out
+    km = KMeans.load(out / "centroids.safetensors")
+    assert km.projection is not None and km.dim == 65 and km.centroids.shape == (16, 8)
+    tok = tokenizer_from_config(yaml.safe_load((out / "tokenizer.yaml").read_text()), base_dir=out)
+    res = tok.encode(speech(speech_manifest, 2))
+    assert all(len(u) > 3 and int(u.max()) < 16 for u in res.ids)
+    assert main([*argv, "--lda-dim", "8", "--lda-labels", "words_x"]) == 1
+    err = capsys.readouterr().err
+    assert str(speech_manifest) in err and "'words_x' field" in err

@@ -2,7 +2,8 @@
 
 No system install and no download: ``espeakng_loader`` ships ``libespeak-ng`` and its voice data.
 Synthesis runs in synchronous mode (hundreds of times faster than real time on one core); word
-events give each word's start time, the basis for word alignments.
+events give each word's start time, the basis for word alignments, and phoneme events give a phone
+alignment (the labels of an LDA feature transform for offline units).
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ _CHARS_UTF8 = 1
 _ENDPAUSE = 0x1000
 _EVENT_LIST_TERMINATED = 0
 _EVENT_WORD = 1
+_EVENT_PHONEME = 7
+_INITIALIZE_PHONEME_EVENTS = 0x0001
 _RATE, _PITCH = 1, 3
 _WORD_RE = re.compile(r"[A-Za-z0-9']+")
+_STRESS_RE = re.compile(r"[',]")
 
 
 class EspeakError(RuntimeError):
@@ -55,6 +59,9 @@ class Synthesis:
     audio: np.ndarray  # [N] float32 in [-1, 1]
     sample_rate: int
     words: list[tuple[str, float, float]]  # (word, start_s, end_s)
+    phones: list[
+        tuple[str, float, float]
+    ]  # (espeak phoneme mnemonic, start_s, end_s), no stress marks
 
 
 class Espeak:
@@ -67,12 +74,15 @@ class Espeak:
             raise EspeakError("espeak synthesis needs the espeakng-loader package") from e
         self.lib = ctypes.cdll.LoadLibrary(espeakng_loader.get_library_path())
         data = espeakng_loader.get_data_path().encode()
-        sr = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data, 0)
+        sr = self.lib.espeak_Initialize(
+            _AUDIO_OUTPUT_SYNCHRONOUS, 0, data, _INITIALIZE_PHONEME_EVENTS
+        )
         if sr <= 0:
             raise EspeakError(f"espeak_Initialize failed ({sr}) with data at {data.decode()}")
         self.sample_rate = int(sr)
         self._chunks: list[np.ndarray] = []
         self._events: list[tuple[int, int, int]] = []  # (text_position, length, audio_ms)
+        self._phones: list[tuple[str, int]] = []  # (mnemonic, audio_ms)
         self._cb = _CALLBACK(self._on_audio)  # keep a reference: the C side holds the pointer
         self.lib.espeak_SetSynthCallback(self._cb)
         self.lib.espeak_Synth.argtypes = [
@@ -88,6 +98,9 @@ class Espeak:
             e = events[i]
             if e.type == _EVENT_WORD:
                 self._events.append((e.text_position, e.length, e.audio_position))
+            elif e.type == _EVENT_PHONEME:
+                name = bytes(e.id.string).split(b"\0")[0].decode("ascii", "replace")
+                self._phones.append((name, e.audio_position))
             i += 1
         return 0
 
@@ -101,7 +114,7 @@ class Espeak:
             self.lib.espeak_SetParameter(_RATE, int(rate), 0)
         if pitch is not None:
             self.lib.espeak_SetParameter(_PITCH, int(pitch), 0)
-        self._chunks, self._events = [], []
+        self._chunks, self._events, self._phones = [], [], []
         raw = text.encode("utf-8")
         err = self.lib.espeak_Synth(
             raw, len(raw) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None
@@ -112,7 +125,17 @@ class Espeak:
         audio = (np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)).astype(
             np.float32
         ) / 32768.0
-        return Synthesis(audio, self.sample_rate, self._words(text, len(audio) / self.sample_rate))
+        duration = len(audio) / self.sample_rate
+        return Synthesis(
+            audio, self.sample_rate, self._words(text, duration), self._phone_spans(duration)
+        )
+
+    def _phone_spans(self, duration: float) -> list[tuple[str, float, float]]:
+        """Phoneme events -> (phone, start, end); stress marks (``'`` and ``,``) are dropped, so
+        the labels are base phonemes. A phone ends where the next starts (or at the audio end)."""
+        starts = [(_STRESS_RE.sub("", name) or name, ms / 1000.0) for name, ms in self._phones]
+        ends = [s for _, s in starts[1:]] + [duration]
+        return [(p, s, max(e, s)) for (p, s), e in zip(starts, ends, strict=True)]
 
     def _words(self, text: str, duration: float) -> list[tuple[str, float, float]]:
         """Word events -> (word, start, end); a word ends where the next starts (or at the audio end).

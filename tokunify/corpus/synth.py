@@ -1,9 +1,10 @@
 """`tokunify synth-corpus`: an offline speech corpus from espeak-ng and the sentence grammar.
 
 Splits: ``train`` (training voices); ``test_seen`` (held-out sentences, training voices);
-``test_unseen`` (held-out sentences, one held-out voice). Questions carry ``s2s_target`` naming
-their spoken answer (same voice), for speech-to-speech. Audio is 16 kHz mono; every row has word
-alignments from espeak's word events.
+``test_unseen`` (held-out sentences, one held-out voice); ``test_s2s`` (question/answer pairs whose
+text is in training, spoken by the held-out voice: unseen audio, learnable facts). Questions carry
+``s2s_target`` naming their spoken answer (same voice), for speech-to-speech. Audio is 16 kHz mono; every row has word
+and phone alignments from espeak's events (``words``; ``phones`` as ``[phone, start_s, end_s]``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class SynthCorpusArgs:
     """Voice of the test_unseen split only."""
     question_fraction: float = 0.3
     """Share of question/answer pairs."""
+    s2s_pairs: int = 50
+    """Question/answer pairs of the test_s2s split (training questions, held-out voice)."""
     sample_rate: int = 16000
     """Output sample rate."""
     seed: int = 0
@@ -79,10 +82,14 @@ def run_synth_corpus(args: SynthCorpusArgs) -> dict[str, Path]:
 
     train = items(args.utterances, set())
     seen_texts = {t for t, _ in train} | {a for _, a in train if a}
+    # S2S answers are facts (what color is an orange), learnable only from training: test_s2s asks
+    # training questions, spoken by the held-out voice, so the audio is unseen but the facts are not.
+    asked = list(dict.fromkeys((q, a) for q, a in train if a is not None))[: args.s2s_pairs]
     splits = {
         "train": (train, list(args.voices)),
         "test_seen": (items(args.test_utterances, seen_texts), list(args.voices)),
         "test_unseen": (items(args.test_utterances, seen_texts), [args.heldout_voice]),
+        "test_s2s": (asked, [args.heldout_voice]),
     }
     manifests = {}
     for split, (rows, voices) in splits.items():
@@ -126,4 +133,12 @@ def _speak(
     wav = resample(s.audio, s.sample_rate, sr)
     path = out / "wavs" / f"{uid}.wav"
     sf.write(path, wav, sr)
-    return Entry(id=uid, audio=path, text=text, speaker=voice, words=s.words, extra=extra)
+    phones = [[p, round(a, 3), round(b, 3)] for p, a, b in s.phones]
+    return Entry(
+        id=uid,
+        audio=path,
+        text=text,
+        speaker=voice,
+        words=s.words,
+        extra={**extra, "phones": phones},
+    )

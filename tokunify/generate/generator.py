@@ -30,9 +30,11 @@ AUDIO_INPUT_TASKS = ("asr", "s2s", "continue")
 PRESETS: dict[str, dict[str, Any]] = {
     "asr": {"do_sample": False, "num_beams": 1, "max_new_tokens": 128},
     "text": {"do_sample": True, "temperature": 0.8, "top_p": 0.95, "max_new_tokens": 128},
+    # TTS at 0.4: on the demo's held-out sentences, ASR of the generated units gave WER 0.28 at
+    # temperature 0.7, 0.24 at 0.4 and 0.21 greedy; 0.4 keeps some variety between samples.
     "tts": {
         "do_sample": True,
-        "temperature": 0.7,
+        "temperature": 0.4,
         "top_k": 20,
         "top_p": 0.95,
         "repetition_penalty": 1.0,
@@ -105,7 +107,7 @@ class Generator:
     @property
     def vocoder(self) -> Any:
         if self._vocoder is None:
-            from tokunify.vocoder import UnitVocoder, load_codehifigan
+            from tokunify.vocoder import UnitVocoder, load_vocoder
 
             spec = self.bundle.spec.vocoders.get(self.stream)
             if spec is None:
@@ -113,7 +115,7 @@ class Generator:
                     f"{self.bundle.path}: no vocoder recorded for stream {self.stream!r} (tokunify attach-vocoder)"
                 )
             base = self.bundle.path or Path(".")
-            model = load_codehifigan(base / spec["weights"], config=base / spec["config"])
+            model = load_vocoder(base / spec["weights"], config=base / spec["config"])
             self._vocoder = UnitVocoder(model, self.device)
             self._vocoder.check_units(
                 self.vocab.stream(self.stream).size, f"vocab of {self.bundle.path}"

@@ -44,6 +44,12 @@ class TrainKMeansArgs:
     """Sampling and k-means seed."""
     device: str = "cpu"
     """Device for features and k-means (cpu, cuda, cuda:1, ...)."""
+    lda_dim: int = 0
+    """If > 0: fit an LDA projection to this many dims on time-aligned frame labels first, and
+    cluster in the projected space (saved in the centroids file). Pair it with spliced features."""
+    lda_labels: str = "phones"
+    """Manifest field of ``[label, start_s, end_s]`` spans used as LDA classes (synth-corpus writes
+    ``phones``; any forced alignment works)."""
 
 
 def run_train_kmeans(args: TrainKMeansArgs) -> Path:
@@ -56,6 +62,7 @@ def run_train_kmeans(args: TrainKMeansArgs) -> Path:
     rng.shuffle(entries)
     entries = entries[: args.max_utterances]
     chunks: list[torch.Tensor] = []
+    spans: list[list | None] = []  # LDA label spans per kept utterance
     rejects = 0
     with (out / "rejects.jsonl").open("w") as rej:
         for a in range(0, len(entries), args.batch_size):
@@ -64,6 +71,9 @@ def run_train_kmeans(args: TrainKMeansArgs) -> Path:
                 try:
                     wavs.append(
                         load_audio(e.audio, feats.sample_rate, e.start, e.end, feats.min_samples)
+                    )
+                    spans.append(
+                        _label_spans(e, args.lda_labels, args.manifest) if args.lda_dim else None
                     )
                 except AudioError as err:
                     rej.write(
@@ -77,13 +87,17 @@ def run_train_kmeans(args: TrainKMeansArgs) -> Path:
         raise ValueError(
             f"{args.manifest}: no usable audio ({rejects} rejected; see {out / 'rejects.jsonl'})"
         )
+    projection, lda_note = None, ""
+    if args.lda_dim:
+        projection, lda_note = _fit_lda(chunks, spans, feats.frame_rate, args)
     x = torch.cat(chunks)  # [N, D]
     if x.shape[0] > args.max_frames:
         keep = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(args.seed))[
             : args.max_frames
         ]
         x = x[keep]
-    km = KMeans.fit(x.to(args.device), args.k, max_iter=args.iters, seed=args.seed)
+    z = projection(x.to(args.device)).float() if projection is not None else x.to(args.device)
+    km = KMeans(KMeans.fit(z, args.k, max_iter=args.iters, seed=args.seed).centroids, projection)
     km.save(
         out / "centroids.safetensors", {"manifest": str(args.manifest), "frames": str(x.shape[0])}
     )
@@ -92,9 +106,55 @@ def run_train_kmeans(args: TrainKMeansArgs) -> Path:
     (out / "tokenizer.yaml").write_text(yaml.safe_dump(full, sort_keys=False))
     print(
         f"k-means K={args.k} on {x.shape[0]} frames from {len(entries) - rejects} utterances "
-        f"({rejects} rejected); inertia {km.inertia(x.to(args.device)):.4g}; wrote {out}/tokenizer.yaml"
+        f"({rejects} rejected){lda_note}; inertia {km.inertia(x.to(args.device)):.4g}; "
+        f"wrote {out}/tokenizer.yaml"
     )
     return out
+
+
+def _label_spans(e, field_name: str, manifest: str) -> list | None:  # type: ignore[no-untyped-def]
+    spans = e.words if field_name == "words" else e.extra.get(field_name)
+    if spans is None:
+        return None
+    if not isinstance(spans, list) or not all(
+        isinstance(s, (list, tuple)) and len(s) == 3 for s in spans
+    ):
+        raise ValueError(
+            f"{manifest}: row {e.id!r}: {field_name!r} must be a list of [label, start_s, end_s]"
+        )
+    return spans or None
+
+
+def _fit_lda(
+    chunks: list[torch.Tensor], spans: list[list | None], frame_rate: float, args: TrainKMeansArgs
+):  # type: ignore[no-untyped-def]
+    """Fit the LDA projection on the utterances that carry label spans."""
+    from tokunify.tokenizers.lda import fit_lda, frame_labels
+
+    feats, names = [], []
+    for f, sp in zip(chunks, spans, strict=True):
+        if sp is not None and f.shape[0] > 0:
+            feats.append(f)
+            names += frame_labels(sp, f.shape[0], frame_rate)
+    if not feats:
+        raise ValueError(
+            f"{args.manifest}: --lda-dim needs time-aligned labels in the {args.lda_labels!r} "
+            f"field of the manifest rows; none of the {len(chunks)} utterances has them"
+        )
+    classes = {n: i for i, n in enumerate(sorted(set(names)))}
+    x = torch.cat(feats)  # [N, D]
+    y = torch.tensor([classes[n] for n in names])  # [N]
+    if x.shape[0] > args.max_frames:
+        keep = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(args.seed))[
+            : args.max_frames
+        ]
+        x, y = x[keep], y[keep]
+    proj, evals = fit_lda(x.to(args.device), y.to(args.device), args.lda_dim)
+    note = (
+        f"; LDA {proj.in_dim}->{proj.out_dim} on {x.shape[0]} frames of {len(feats)} labelled "
+        f"utterances, {len(classes)} {args.lda_labels} classes (top ratio {float(evals[0]):.3g})"
+    )
+    return proj, note
 
 
 @dataclass

@@ -7,7 +7,8 @@ identical (to float precision) to running each utterance alone:
   (HuBERT/wav2vec2 base), whose statistics span the whole time axis, the conv front-end runs per
   utterance; the transformer then runs batched with an attention mask.
 - Mel/MFCC ("HuBERT iteration 0" features, no pretrained weights): frames are taken without
-  centre padding, so no frame of a padded batch sees the padding; deltas and CMVN are per utterance.
+  centre padding, so no frame of a padded batch sees the padding; deltas, CMVN and splicing (context
+  frames stacked for an LDA projection, see ``tokenizers/lda.py``) are per utterance.
 """
 
 from __future__ import annotations
@@ -209,6 +210,7 @@ class MelConfig:
     n_mfcc: int = 20
     deltas: bool = True
     cmvn: Literal["none", "utterance"] = "utterance"
+    splice: int = 0  # frames of context stacked on each side (edges replicated), after CMVN
     fmin: float = 20.0
     fmax: float | None = None
 
@@ -222,6 +224,8 @@ class MelFeatures(FrameFeatures):
         self.cfg = c = config or MelConfig()
         if c.win_length > c.n_fft:
             raise FeatureError(f"win_length {c.win_length} > n_fft {c.n_fft}")
+        if c.splice < 0:
+            raise FeatureError(f"splice must be >= 0, got {c.splice}")
         self.sample_rate = c.sample_rate
         self.device = torch.device(device)
         fb = mel_filter_bank(
@@ -236,7 +240,7 @@ class MelFeatures(FrameFeatures):
         self.fbank = torch.as_tensor(fb, dtype=torch.float32, device=self.device)  # [F, M]
         self.window = torch.hann_window(c.win_length, device=self.device)
         base = c.n_mfcc if c.kind == "mfcc" else c.n_mels
-        self.dim = base * (3 if c.deltas else 1)
+        self.dim = base * (3 if c.deltas else 1) * (2 * c.splice + 1)
         self.dct = _dct_matrix(c.n_mels, c.n_mfcc).to(self.device)  # [M, n_mfcc]
 
     @property
@@ -274,6 +278,8 @@ class MelFeatures(FrameFeatures):
                 f = torch.cat([f, d1, _delta(d1)], dim=1)
             if c.cmvn == "utterance" and f.shape[0] > 0:
                 f = (f - f.mean(0)) / (f.std(0, unbiased=False) + 1e-5)
+            if c.splice:
+                f = _splice(f, c.splice)
             out.append(f)
         return out
 
@@ -288,6 +294,14 @@ def _dct_matrix(n_in: int, n_out: int) -> torch.Tensor:
     m = torch.cos(math.pi / n_in * (n[:, None] + 0.5) * k[None, :]) * (2.0 / n_in) ** 0.5
     m[:, 0] /= 2**0.5
     return m.float()
+
+
+def _splice(f: torch.Tensor, k: int) -> torch.Tensor:
+    """``[T, d]`` -> ``[T, (2k + 1) d]``: frames ``t-k .. t+k`` side by side, edges replicated."""
+    if f.shape[0] == 0:
+        return f.new_zeros(0, f.shape[1] * (2 * k + 1))
+    pad = torch.cat([f[:1].expand(k, -1), f, f[-1:].expand(k, -1)])  # [T + 2k, d]
+    return torch.cat([pad[i : i + f.shape[0]] for i in range(2 * k + 1)], dim=1)
 
 
 def _delta(f: torch.Tensor, width: int = 2) -> torch.Tensor:

@@ -14,18 +14,30 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from tokunify.tokenizers.lda import Projection
+
 
 class KMeansError(ValueError):
     pass
 
 
 class KMeans:
-    """Fitted centroids ``[K, D]`` and a batched nearest-centroid assignment."""
+    """Fitted centroids ``[K, d]`` and a batched nearest-centroid assignment.
 
-    def __init__(self, centroids: torch.Tensor):
+    With a ``projection`` (e.g. LDA, :mod:`tokunify.tokenizers.lda`) the centroids live in the
+    projected space: inputs ``[N, D]`` are projected to ``[N, d]`` before assignment. The
+    projection is saved in the same file, so the centroids file is the whole learned quantizer.
+    """
+
+    def __init__(self, centroids: torch.Tensor, projection: Projection | None = None):
         if centroids.ndim != 2 or centroids.shape[0] < 1:
             raise KMeansError(f"centroids must be [K, D], got shape {tuple(centroids.shape)}")
-        self.centroids = centroids.contiguous()  # [K, D], float32 or float64 as given
+        if projection is not None and projection.out_dim != centroids.shape[1]:
+            raise KMeansError(
+                f"projection gives {projection.out_dim} dims, centroids have {centroids.shape[1]}"
+            )
+        self.centroids = centroids.contiguous()  # [K, d], float32 or float64 as given
+        self.projection = projection
         self._c64 = centroids.double().contiguous()
         self._sq = (self._c64**2).sum(1)  # [K]
 
@@ -35,13 +47,26 @@ class KMeans:
 
     @property
     def dim(self) -> int:
-        return self.centroids.shape[1]
+        """Input feature dim (before the projection, if any)."""
+        return self.projection.in_dim if self.projection is not None else self.centroids.shape[1]
 
     def to(self, device: str | torch.device) -> KMeans:
-        return KMeans(self.centroids.to(device))
+        proj = self.projection.to(device) if self.projection is not None else None
+        return KMeans(self.centroids.to(device), proj)
 
     def __repr__(self) -> str:
-        return f"KMeans(k={self.k}, dim={self.dim}, dtype={self.centroids.dtype})"
+        proj = (
+            f", projection={self.projection.in_dim}->{self.projection.out_dim}"
+            if self.projection
+            else ""
+        )
+        return f"KMeans(k={self.k}, dim={self.dim}{proj}, dtype={self.centroids.dtype})"
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, D]`` -> the space the centroids live in (identity without a projection)."""
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise KMeansError(f"features must be [N, {self.dim}], got shape {tuple(x.shape)}")
+        return self.projection(x) if self.projection is not None else x
 
     @torch.inference_mode()
     def assign(self, x: torch.Tensor, chunk: int = 16384) -> torch.Tensor:
@@ -51,8 +76,7 @@ class KMeans:
         two large terms cancel and about 0.3% of frames pick a farther centroid (measured on HuBERT
         layer 6). The matmul is a fraction of a percent of the tokenizer's time either way.
         """
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise KMeansError(f"features must be [N, {self.dim}], got shape {tuple(x.shape)}")
+        x = self.project(x)
         c = self._c64.to(x.device)
         sq = self._sq.to(x.device)
         out = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
@@ -70,7 +94,12 @@ class KMeans:
             "dim": str(self.dim),
             **(metadata or {}),
         }
-        save_file({"centroids": self.centroids.cpu().contiguous()}, str(p), metadata=meta)
+        tensors = {"centroids": self.centroids.cpu().contiguous()}
+        if self.projection is not None:
+            tensors["projection_mean"] = self.projection.mean.cpu().contiguous()
+            tensors["projection_weight"] = self.projection.weight.cpu().contiguous()
+            meta["projection"] = f"{self.projection.in_dim}->{self.projection.out_dim}"
+        save_file(tensors, str(p), metadata=meta)
         return p
 
     @classmethod
@@ -84,7 +113,15 @@ class KMeans:
             raise KMeansError(f"{p}: not a safetensors file ({e})") from e
         if "centroids" not in tensors:
             raise KMeansError(f"{p}: no 'centroids' tensor (has {sorted(tensors)})")
-        return cls(tensors["centroids"])
+        proj = None
+        if "projection_weight" in tensors:
+            if "projection_mean" not in tensors:
+                raise KMeansError(f"{p}: 'projection_weight' without 'projection_mean'")
+            proj = Projection(tensors["projection_mean"], tensors["projection_weight"])
+        try:
+            return cls(tensors["centroids"], proj)
+        except KMeansError as e:
+            raise KMeansError(f"{p}: {e}") from e
 
     # ---- training ----------------------------------------------------------------------------
     @classmethod
@@ -139,9 +176,10 @@ class KMeans:
         return cls(centroids)
 
     def inertia(self, x: torch.Tensor) -> float:
-        """Mean squared distance of ``x`` to its nearest centroid."""
+        """Mean squared distance of ``x`` (projected, if there is a projection) to its nearest centroid."""
         labels = self.assign(x)
-        return float(((x.double() - self._c64.to(x.device)[labels]) ** 2).sum(1).mean())
+        z = self.project(x).double()
+        return float(((z - self._c64.to(x.device)[labels]) ** 2).sum(1).mean())
 
 
 def kmeans_plus_plus(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -26,6 +27,36 @@ from tokunify.train.packing import IGNORE, Doc, PackedBatch, pack_docs
 
 CKPT_DIR = "checkpoints"
 TRAINER_FILE = "trainer.json"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX; Linux ``/proc/cpuinfo``).
+
+    Without it, bf16 autocast on CPU is emulated and slower than fp32, so ``auto`` stays fp32 on
+    CPU; callers that want the speed (the demo: 1.6x tokens/s with the same losses, measured on
+    llama-small) opt in where this is true.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def reset_single_process_accelerator() -> None:
+    """Forget accelerate's process-wide state when this is not a distributed launch.
+
+    accelerate keeps one state per process and refuses a second ``Accelerator`` with another
+    mixed precision. Runs started in-process one after another (the demo, notebooks, tests) are
+    independent jobs, so a single-process run starts clean; under ``accelerate launch`` /
+    torchrun (``WORLD_SIZE`` > 1) the launcher's state is kept.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def resolve_mixed_precision(cfg: TrainConfig) -> str:
@@ -245,6 +276,7 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         trackers = ["tensorboard"]
     except ImportError:
         pass
+    reset_single_process_accelerator()
     acc = Accelerator(
         cpu=cfg.cpu,
         mixed_precision=resolve_mixed_precision(cfg),

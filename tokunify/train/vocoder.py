@@ -4,6 +4,9 @@ Generator on frame-rate units; multi-period and multi-scale discriminators (LSGA
 and feature-matching (x2) losses; the duration predictor learns log(1 + frames) of deduplicated
 units from the tokenizer's own run lengths. Checkpoints are atomic and resumable like LM training;
 ``out/vocoder`` (config.json + generator.safetensors) is what bundles and ``generate`` load.
+
+``--arch unit2mel`` trains the CPU vocoder of :mod:`tokunify.vocoder.unitmel` instead: log-mel L1 on
+the valid frames of each segment plus the same duration loss, no discriminators.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from torch.nn.utils import parametrizations
 from tokunify.audio import load as load_audio
 from tokunify.store import TokenStore
 from tokunify.vocoder.codehifigan import CodeHiFiGAN, CodeHiFiGANConfig, save_codehifigan
+from tokunify.vocoder.unitmel import UnitMel, UnitMelConfig, save_unitmel
 
 PRESETS: dict[str, dict[str, Any]] = {
     # A CPU preset for the demo: small generator, slim discriminators, learns in minutes.
@@ -61,8 +65,14 @@ class VocoderTrainConfig:
     """Run directory: checkpoints/, vocoder/ (config.json + generator.safetensors), log.jsonl."""
     stream: str = "units"
     """Unit stream to vocode."""
+    arch: Literal["codehifigan", "unit2mel"] = "codehifigan"
+    """codehifigan: the unit HiFi-GAN (GPU quality path); unit2mel: a conv net regressing log-mel,
+    vocoded by Griffin-Lim, that learns in CPU minutes (``preset``/``adversarial``/``mel_weight``
+    do not apply to it)."""
+    dilations: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
+    """unit2mel: one residual conv layer (kernel 5) per entry, with that dilation."""
     preset: Literal["tiny-cpu", "v1"] = "tiny-cpu"
-    """Model size: tiny-cpu (demo, CPU minutes) or v1 (the published recipe, GPU days)."""
+    """CodeHiFiGAN size: tiny-cpu (demo, CPU minutes) or v1 (the published recipe, GPU days)."""
     steps: int = 2000
     """Optimizer steps."""
     max_minutes: float = 0.0
@@ -77,6 +87,11 @@ class VocoderTrainConfig:
     """Use the discriminators (off: mel + duration losses only)."""
     mel_weight: float = 45.0
     """Weight of the mel L1 loss."""
+    max_utterances: int = 0
+    """Load at most this many utterances of the store (0: all; the audio is held in memory)."""
+    speaker: str | None = None
+    """Train on this speaker's utterances only (the store's speaker column): a single-voice
+    vocoder, which speaks every input in that voice."""
     multispkr: bool = False
     """Condition on a speaker embedding (speaker ids from the store's speaker column)."""
     save_every: int = 500
@@ -245,7 +260,16 @@ def gen_adv_loss(fake: list) -> torch.Tensor:
 class SegmentData:
     """Utterances of a store with frame-rate units and audio; random aligned segments."""
 
-    def __init__(self, store: TokenStore, stream: str, sample_rate: int, hop: int, seed: int):
+    def __init__(
+        self,
+        store: TokenStore,
+        stream: str,
+        sample_rate: int,
+        hop: int,
+        seed: int,
+        limit: int = 0,
+        speaker: str | None = None,
+    ):
         info = store.meta.streams.get(stream)
         if info is None or info.kind != "units":
             raise ValueError(f"{store.root}: no units stream {stream!r}")
@@ -257,8 +281,12 @@ class SegmentData:
         self.items: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
         speakers: dict[str, int] = {}
         for i in range(len(store)):
+            if limit and len(self.items) >= limit:
+                break
             r = store[i]
             if r.audio is None or stream not in r.streams:
+                continue
+            if speaker is not None and r.speaker != speaker:
                 continue
             units = r.streams[stream].astype(np.int64)
             dur = r.durations.get(stream, np.ones_like(units)).astype(np.int64)
@@ -266,20 +294,26 @@ class SegmentData:
             spk = speakers.setdefault(r.speaker or "", len(speakers))
             self.items.append((units, dur, wav, spk))
         if not self.items:
-            raise ValueError(f"{store.root}: no usable records with audio for stream {stream!r}")
+            who = f" of speaker {speaker!r}" if speaker is not None else ""
+            raise ValueError(
+                f"{store.root}: no usable records{who} with audio for stream {stream!r}"
+            )
         self.speakers = speakers
 
-    def batch(self, n: int, frames: int) -> dict[str, torch.Tensor]:
-        codes, wavs, spks, dedup, durs = [], [], [], [], []
+    def batch(self, n: int, frames: int, tail: int = 0) -> dict[str, torch.Tensor]:
+        """``n`` random segments of ``frames`` unit frames and their ``frames * hop + tail`` samples
+        (``tail``: the window overhang of un-centred STFT frames), zero-padded past the end."""
+        codes, wavs, spks, dedup, durs, valid = [], [], [], [], [], []
         for _ in range(n):
             units, dur, wav, spk = self.items[int(self.rng.integers(len(self.items)))]
             fr = np.repeat(units, dur)
             a = int(self.rng.integers(0, max(1, len(fr) - frames + 1)))
             seg = np.zeros(frames, np.int64)
             seg[: len(fr[a : a + frames])] = fr[a : a + frames]
-            w = np.zeros(frames * self.hop, np.float32)
-            piece = wav[a * self.hop : (a + frames) * self.hop]
+            w = np.zeros(frames * self.hop + tail, np.float32)
+            piece = wav[a * self.hop : (a + frames) * self.hop + tail]
             w[: len(piece)] = piece
+            valid.append(min(frames, len(fr) - a))
             codes.append(seg)
             wavs.append(w)
             spks.append(spk)
@@ -291,13 +325,20 @@ class SegmentData:
         for i, (u, d) in enumerate(zip(dedup, durs, strict=True)):
             du[i, : len(u)], dd[i, : len(d)] = u, d
         return {"code": torch.from_numpy(np.stack(codes)), "wav": torch.from_numpy(np.stack(wavs)), "spkr": torch.tensor(spks),
-                "units": torch.from_numpy(du), "durations": torch.from_numpy(dd)}  # fmt: skip
+                "units": torch.from_numpy(du), "durations": torch.from_numpy(dd), "valid": torch.tensor(valid)}  # fmt: skip
 
 
 # ---- loop ---------------------------------------------------------------------------------------
 def build_generator(
     cfg: VocoderTrainConfig, num_units: int, sample_rate: int, num_speakers: int
-) -> tuple[CodeHiFiGAN, int]:
+) -> tuple[CodeHiFiGAN | UnitMel, int]:
+    if cfg.arch == "unit2mel":
+        if cfg.multispkr:
+            raise ValueError("--arch unit2mel is single-speaker; drop --multispkr")
+        ucfg = UnitMelConfig(
+            num_embeddings=num_units, sampling_rate=sample_rate, dilations=list(cfg.dilations)
+        )
+        return UnitMel(ucfg), 1
     p = dict(PRESETS[cfg.preset])
     scale = p.pop("disc_scale")
     emb = p["embedding_dim"]
@@ -313,6 +354,9 @@ def run_train_vocoder(cfg: VocoderTrainConfig) -> dict[str, Any]:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from tokunify.train.loop import reset_single_process_accelerator
+
+    reset_single_process_accelerator()
     acc = Accelerator(cpu=cfg.cpu)
     set_seed(cfg.seed)
     out = Path(cfg.out)
@@ -322,13 +366,14 @@ def run_train_vocoder(cfg: VocoderTrainConfig) -> dict[str, Any]:
         raise ValueError(f"{cfg.store}: no stream {cfg.stream!r}")
     sample_rate = 16000
     gen, scale = build_generator(cfg, info.cardinality, sample_rate, 0)
-    data = SegmentData(store, cfg.stream, sample_rate, gen.cfg.hop, cfg.seed + acc.process_index)
+    data = SegmentData(store, cfg.stream, sample_rate, gen.cfg.hop, cfg.seed + acc.process_index, cfg.max_utterances, cfg.speaker)  # fmt: skip
     if cfg.multispkr:
         gen, scale = build_generator(cfg, info.cardinality, sample_rate, len(data.speakers))
     disc = Discriminators(scale)
     mel = LogMel(sample_rate)
     opt_g = torch.optim.AdamW(gen.parameters(), cfg.lr, betas=(0.8, 0.99))
     opt_d = torch.optim.AdamW(disc.parameters(), cfg.lr, betas=(0.8, 0.99))
+    gen_cfg = gen.cfg
     gen, disc, mel, opt_g, opt_d = acc.prepare(gen, disc, mel, opt_g, opt_d)
     ckpt_dir = out / "checkpoints"
     start = 0
@@ -348,23 +393,35 @@ def run_train_vocoder(cfg: VocoderTrainConfig) -> dict[str, Any]:
     sums: dict[str, float] = {}
     step = start
     history = []
+    unit2mel = cfg.arch == "unit2mel"
+    adversarial = cfg.adversarial and not unit2mel
+    tail = gen_cfg.n_fft - gen_cfg.hop if unit2mel else 0
     while step < cfg.steps:
-        b = {k: v.to(acc.device) for k, v in data.batch(cfg.batch_size, cfg.segment_frames).items()}
+        b = {k: v.to(acc.device) for k, v in data.batch(cfg.batch_size, cfg.segment_frames, tail).items()}  # fmt: skip
         g = acc.unwrap_model(gen)
-        fake = gen(b["code"], spkr=b["spkr"] if cfg.multispkr else None)[:, 0]  # [B, N]
         real = b["wav"]
-        if cfg.adversarial:
+        if unit2mel:
+            pred = gen(b["code"])  # [B, T, M]
+            target = g.logmel(real)  # [B, T, M], the same frames
+            keep = (
+                torch.arange(pred.shape[1], device=acc.device)[None, :] < b["valid"][:, None]
+            )  # [B, T]
+            mel_loss = (pred - target).abs().mean(-1)[keep].mean()
+        else:
+            fake = gen(b["code"], spkr=b["spkr"] if cfg.multispkr else None)[:, 0]  # [B, N]
+        if adversarial:
             d_loss = disc_loss(disc(real[:, None]), disc(fake.detach()[:, None]))
             opt_d.zero_grad()
             acc.backward(d_loss)
             opt_d.step()
-        mel_loss = F.l1_loss(mel(fake), mel(real))
+        if not unit2mel:
+            mel_loss = F.l1_loss(mel(fake), mel(real))
         units, durs = b["units"], b["durations"]
         mask = durs > 0
         log_pred = g.dur_predictor(g.dict(units))
         dur_loss = F.mse_loss(log_pred[mask], torch.log1p(durs[mask].float()))
-        g_loss = cfg.mel_weight * mel_loss + dur_loss
-        if cfg.adversarial:
+        g_loss = (1.0 if unit2mel else cfg.mel_weight) * mel_loss + dur_loss
+        if adversarial:
             real_out, fake_out = disc(real[:, None]), disc(fake[:, None])
             g_loss = g_loss + gen_adv_loss(fake_out) + feature_loss(real_out, fake_out)
         opt_g.zero_grad()
@@ -375,7 +432,7 @@ def run_train_vocoder(cfg: VocoderTrainConfig) -> dict[str, Any]:
             "mel": mel_loss,
             "dur": dur_loss,
             "g": g_loss,
-            **({"d": d_loss} if cfg.adversarial else {}),
+            **({"d": d_loss} if adversarial else {}),
         }.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
         timeout = cfg.max_minutes > 0 and (time.perf_counter() - t0) > 60 * cfg.max_minutes
@@ -402,7 +459,7 @@ def run_train_vocoder(cfg: VocoderTrainConfig) -> dict[str, Any]:
     if acc.is_main_process:
         tmp = out / ".vocoder.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        save_codehifigan(acc.unwrap_model(gen), tmp)
+        save_vocoder(acc.unwrap_model(gen), tmp)
         shutil.rmtree(out / "vocoder", ignore_errors=True)
         tmp.rename(out / "vocoder")
     acc.wait_for_everyone()
@@ -412,6 +469,10 @@ def run_train_vocoder(cfg: VocoderTrainConfig) -> dict[str, Any]:
         "vocoder": str(out / "vocoder"),
         "seconds": time.perf_counter() - t0,
     }
+
+
+def save_vocoder(model: nn.Module, out: Path) -> Path:
+    return save_unitmel(model, out) if isinstance(model, UnitMel) else save_codehifigan(model, out)
 
 
 def _save(acc: Any, gen: nn.Module, cfg: VocoderTrainConfig, step: int, data: SegmentData) -> None:
@@ -426,7 +487,7 @@ def _save(acc: Any, gen: nn.Module, cfg: VocoderTrainConfig, step: int, data: Se
     acc.wait_for_everyone()
     acc.save_state(str(tmp / "state"))
     if acc.is_main_process:
-        save_codehifigan(acc.unwrap_model(gen), tmp / "vocoder")
+        save_vocoder(acc.unwrap_model(gen), tmp / "vocoder")
         (tmp / "trainer.json").write_text(
             json.dumps({"step": step, "data_rng": states, "config": asdict(cfg)}) + "\n"
         )

@@ -8,6 +8,20 @@ from pathlib import Path
 import torch
 
 from tokunify.vocoder.codehifigan import CodeHiFiGAN, VocoderError, load_codehifigan
+from tokunify.vocoder.unitmel import UnitMel, is_unitmel_config, load_unitmel
+
+
+def load_vocoder(path: str | Path, config: str | Path | None = None) -> CodeHiFiGAN | UnitMel:
+    """A unit vocoder from a directory (``config.json`` + weights) or a weights file with
+    ``config``: CodeHiFiGAN (published or trained here), or the CPU unit->mel+Griffin-Lim model
+    (``"model": "unit2mel"`` in its config)."""
+    p = Path(path)
+    cfg = (
+        Path(config) if config else (p / "config.json" if p.is_dir() else p.parent / "config.json")
+    )
+    if is_unitmel_config(cfg):
+        return load_unitmel(p / "generator.safetensors" if p.is_dir() else p, cfg)
+    return load_codehifigan(p, config)
 
 
 class UnitVocoder:
@@ -19,7 +33,7 @@ class UnitVocoder:
 
     def __init__(
         self,
-        model: CodeHiFiGAN,
+        model: CodeHiFiGAN | UnitMel,
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
         compile: bool = False,
@@ -39,15 +53,15 @@ class UnitVocoder:
         dtype: torch.dtype | None = None,
         compile: bool = False,
     ) -> UnitVocoder:
-        return cls(load_codehifigan(path), device, dtype, compile)
+        return cls(load_vocoder(path), device, dtype, compile)
 
     @property
     def sample_rate(self) -> int:
-        return self.model.cfg.sampling_rate
+        return int(self.model.cfg.sampling_rate)
 
     @property
     def hop(self) -> int:
-        return self.model.cfg.hop
+        return int(self.model.cfg.hop)
 
     @property
     def num_units(self) -> int:
