@@ -56,9 +56,9 @@ def measure(tok, entries, n_resynth: int) -> dict[str, float]:  # type: ignore[n
     from tokunify.audio import load as load_audio
     from tokunify.generate.evaluate import unit_edit_error
     from tokunify.tokenizers.lda import frame_labels
-    from tokunify.vocoder.unitmel import UnitMel, UnitMelConfig, griffin_lim
+    from tokunify.vocoder.unitmel import LogMelSpec, UnitMelConfig
 
-    voc = UnitMel(UnitMelConfig(num_embeddings=1))
+    spec = LogMelSpec(UnitMelConfig(num_embeddings=1))  # the vocoders' analysis and Griffin-Lim
     units, labels, n_units, seconds, refs, hyps = [], [], 0, 0.0, [], []
     for i, e in enumerate(entries):
         wav = load_audio(e.audio, 16000)
@@ -70,8 +70,7 @@ def measure(tok, entries, n_resynth: int) -> dict[str, float]:  # type: ignore[n
         n_units, seconds = n_units + len(u), seconds + len(wav) / 16000
         if i < n_resynth:
             with torch.inference_mode():
-                mel = voc.logmel(torch.from_numpy(wav)[None])
-                back = griffin_lim(mel, voc.pinv, voc.cfg)[0].numpy()
+                back = spec.to_audio(spec(torch.from_numpy(wav)[None]))[0].numpy()
             refs.append(u)
             hyps.append(tok.encode([back]).ids[0].numpy())
     names = {n: i for i, n in enumerate(sorted(set(labels)))}

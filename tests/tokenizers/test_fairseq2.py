@@ -53,6 +53,12 @@ def test_fairseq2_and_transformers_agree(models, layer):
         torch.testing.assert_close(fb, fs, atol=1e-5, rtol=1e-5)
 
 
+def local_checkpoint_tokenizer(ckpt, tmp_path):  # type: ignore[no-untyped-def]
+    """A fairseq2-backend unit tokenizer on a local checkpoint, layer 2, ``tmp_path/c.safetensors``."""
+    config = {"kind": "ssl_units", "backend": "fairseq2", "source": str(ckpt), "layer": 2, "centroids": "c.safetensors"}  # fmt: skip
+    return tokenizer_from_config(config, base_dir=tmp_path)
+
+
 def test_local_checkpoint_through_the_tokenizer_config(models, tmp_path):
     hf, fs2 = models
     ckpt = save_fairseq2_wav2vec2(fs2, tmp_path / "w2v.pt")
@@ -60,16 +66,7 @@ def test_local_checkpoint_through_the_tokenizer_config(models, tmp_path):
     wavs, x, lens = batch([4000, 4800])
     km = KMeans.fit(torch.cat(feats(x, lens)), 8, seed=0)
     km.save(tmp_path / "c.safetensors")
-    tok = tokenizer_from_config(
-        {
-            "kind": "ssl_units",
-            "backend": "fairseq2",
-            "source": str(ckpt),
-            "layer": 2,
-            "centroids": "c.safetensors",
-        },
-        base_dir=tmp_path,
-    )
+    tok = local_checkpoint_tokenizer(ckpt, tmp_path)
     assert (
         tok.kind == "ssl_units"
         and tok.to_config()["backend"] == "fairseq2"
@@ -128,16 +125,7 @@ def test_w2vbert_backbone_from_a_local_checkpoint(tmp_path):
         )
     km = KMeans.fit(torch.cat(out), 6, seed=0)
     km.save(tmp_path / "c.safetensors")
-    tok = tokenizer_from_config(
-        {
-            "kind": "ssl_units",
-            "backend": "fairseq2",
-            "source": str(ckpt),
-            "layer": 2,
-            "centroids": "c.safetensors",
-        },
-        base_dir=tmp_path,
-    )
+    tok = local_checkpoint_tokenizer(ckpt, tmp_path)
     units = tok.encode([w.numpy() for w in wavs])
     direct = [torch.unique_consecutive(km.assign(f)) for f in out]
     assert all(

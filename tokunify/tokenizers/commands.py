@@ -91,11 +91,7 @@ def run_train_kmeans(args: TrainKMeansArgs) -> Path:
     if args.lda_dim:
         projection, lda_note = _fit_lda(chunks, spans, feats.frame_rate, args)
     x = torch.cat(chunks)  # [N, D]
-    if x.shape[0] > args.max_frames:
-        keep = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(args.seed))[
-            : args.max_frames
-        ]
-        x = x[keep]
+    x = x[_frame_sample(x.shape[0], args)]
     z = projection(x.to(args.device)).float() if projection is not None else x.to(args.device)
     km = KMeans(KMeans.fit(z, args.k, max_iter=args.iters, seed=args.seed).centroids, projection)
     km.save(
@@ -110,6 +106,13 @@ def run_train_kmeans(args: TrainKMeansArgs) -> Path:
         f"wrote {out}/tokenizer.yaml"
     )
     return out
+
+
+def _frame_sample(n: int, args: TrainKMeansArgs) -> torch.Tensor | slice:
+    """All ``n`` frames, or ``args.max_frames`` of them drawn uniformly with ``args.seed``."""
+    if n <= args.max_frames:
+        return slice(None)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(args.seed))[: args.max_frames]
 
 
 def _label_spans(e, field_name: str, manifest: str) -> list | None:  # type: ignore[no-untyped-def]
@@ -144,11 +147,8 @@ def _fit_lda(
     classes = {n: i for i, n in enumerate(sorted(set(names)))}
     x = torch.cat(feats)  # [N, D]
     y = torch.tensor([classes[n] for n in names])  # [N]
-    if x.shape[0] > args.max_frames:
-        keep = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(args.seed))[
-            : args.max_frames
-        ]
-        x, y = x[keep], y[keep]
+    keep = _frame_sample(x.shape[0], args)
+    x, y = x[keep], y[keep]
     proj, evals = fit_lda(x.to(args.device), y.to(args.device), args.lda_dim)
     note = (
         f"; LDA {proj.in_dim}->{proj.out_dim} on {x.shape[0]} frames of {len(feats)} labelled "

@@ -369,12 +369,16 @@ def run_train_vocoder(cfg: VocoderTrainConfig) -> dict[str, Any]:
     data = SegmentData(store, cfg.stream, sample_rate, gen.cfg.hop, cfg.seed + acc.process_index, cfg.max_utterances, cfg.speaker)  # fmt: skip
     if cfg.multispkr:
         gen, scale = build_generator(cfg, info.cardinality, sample_rate, len(data.speakers))
-    disc = Discriminators(scale)
-    mel = LogMel(sample_rate)
-    opt_g = torch.optim.AdamW(gen.parameters(), cfg.lr, betas=(0.8, 0.99))
-    opt_d = torch.optim.AdamW(disc.parameters(), cfg.lr, betas=(0.8, 0.99))
+    unit2mel = cfg.arch == "unit2mel"
     gen_cfg = gen.cfg
-    gen, disc, mel, opt_g, opt_d = acc.prepare(gen, disc, mel, opt_g, opt_d)
+    opt_g = torch.optim.AdamW(gen.parameters(), cfg.lr, betas=(0.8, 0.99))
+    if unit2mel:  # no discriminators; the target log-mel is the model's own analysis
+        gen, opt_g = acc.prepare(gen, opt_g)
+    else:
+        disc = Discriminators(scale)
+        mel = LogMel(sample_rate)
+        opt_d = torch.optim.AdamW(disc.parameters(), cfg.lr, betas=(0.8, 0.99))
+        gen, disc, mel, opt_g, opt_d = acc.prepare(gen, disc, mel, opt_g, opt_d)
     ckpt_dir = out / "checkpoints"
     start = 0
     done = (
@@ -393,7 +397,6 @@ def run_train_vocoder(cfg: VocoderTrainConfig) -> dict[str, Any]:
     sums: dict[str, float] = {}
     step = start
     history = []
-    unit2mel = cfg.arch == "unit2mel"
     adversarial = cfg.adversarial and not unit2mel
     tail = gen_cfg.n_fft - gen_cfg.hop if unit2mel else 0
     while step < cfg.steps:

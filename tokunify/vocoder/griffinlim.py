@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from tokunify.vocoder.unitmel import LogMelSpec, UnitMelConfig, griffin_lim
+from tokunify.vocoder.unitmel import LogMelSpec, UnitMelConfig
 
 
 class MeanMelVocoder:
@@ -21,7 +21,6 @@ class MeanMelVocoder:
             griffin_lim_iters=iters,
         )  # fmt: skip
         self.spec = LogMelSpec(self.cfg)
-        self.pinv = torch.linalg.pinv(self.spec.fb)  # [M, F]
 
     @classmethod
     def fit(
@@ -53,6 +52,6 @@ class MeanMelVocoder:
         out = []
         for u, d in zip(units, durations, strict=True):
             frames = torch.from_numpy(np.repeat(u, d).astype(np.int64))
-            wav = griffin_lim(self.means[frames][None], self.pinv, self.cfg)[0]  # [T * hop]
+            wav = self.spec.to_audio(self.means[frames][None])[0]  # [T * hop]
             out.append(wav.numpy().astype(np.float32))
         return out

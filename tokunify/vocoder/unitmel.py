@@ -69,7 +69,8 @@ class UnitMelConfig:
 
 class LogMelSpec(nn.Module):
     """``[B, N]`` audio -> ``[B, T, M]`` log magnitude mel, frames cut like the mel/MFCC units
-    (no centre padding: frame ``t`` covers samples ``[t*hop, t*hop + n_fft)``)."""
+    (no centre padding: frame ``t`` covers samples ``[t*hop, t*hop + n_fft)``); :meth:`to_audio`
+    goes back by Griffin-Lim."""
 
     def __init__(self, cfg: UnitMelConfig):
         super().__init__()
@@ -77,15 +78,20 @@ class LogMelSpec(nn.Module):
 
         fb = mel_filter_bank(num_frequency_bins=cfg.n_fft // 2 + 1, num_mel_filters=cfg.n_mels, min_frequency=20.0,
                              max_frequency=cfg.sampling_rate / 2, sampling_rate=cfg.sampling_rate, norm="slaney", mel_scale="slaney")  # fmt: skip
+        self.cfg = cfg
         self.n_fft, self.hop = cfg.n_fft, cfg.hop_length
-        self.register_buffer(
-            "fb", torch.as_tensor(fb, dtype=torch.float32), persistent=False
-        )  # [F, M]
+        fb = torch.as_tensor(fb, dtype=torch.float32)  # [F, M]
+        self.register_buffer("fb", fb, persistent=False)
+        self.register_buffer("pinv", torch.linalg.pinv(fb), persistent=False)  # [M, F]
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         spec = torch.stft(wav.float(), self.n_fft, self.hop, window=self.window, center=False, return_complex=True)  # fmt: skip
         return torch.log(spec.abs().transpose(1, 2) @ self.fb + 1e-5)  # [B, T, M]
+
+    def to_audio(self, mel: torch.Tensor) -> torch.Tensor:
+        """Log-mel ``[B, T, M]`` -> ``[B, T * hop]`` audio (:func:`griffin_lim`)."""
+        return griffin_lim(mel.float(), self.pinv, self.cfg)
 
 
 class UnitMel(nn.Module):
@@ -105,8 +111,6 @@ class UnitMel(nn.Module):
         )
         self.proj = nn.Linear(c, cfg.n_mels)
         self.logmel = LogMelSpec(cfg)
-        pinv = torch.linalg.pinv(self.logmel.fb)  # [M, F]: mel -> linear magnitude
-        self.register_buffer("pinv", pinv, persistent=False)
 
     def mel(self, x: torch.Tensor) -> torch.Tensor:
         """Embedded frame-rate units ``[B, C, T]`` -> log-mel ``[B, T, M]``."""
@@ -122,8 +126,7 @@ class UnitMel(nn.Module):
 
     def generate(self, x: torch.Tensor) -> torch.Tensor:
         """Frame-rate features ``[B, C, T]`` -> ``[B, 1, T * hop]`` audio."""
-        mel = self.mel(x).float()  # [B, T, M]
-        return griffin_lim(mel, self.pinv, self.cfg)[:, None]
+        return self.logmel.to_audio(self.mel(x))[:, None]
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
         """Frame-rate units ``[B, T]`` -> log-mel ``[B, T, M]`` (the training output)."""
