@@ -11,8 +11,11 @@ Invariants a multi-process run keeps (tests/train/test_distributed.py):
 - the learning-rate schedule is a function of the optimizer step, the same on 1 or N processes and
   with gradient accumulation: the scheduler stays out of ``accelerator.prepare`` (whose wrapper
   steps it once per process) and steps once per optimizer step;
-- checkpoints and ``final/`` hold the full model (``accelerator.get_state_dict``), so FSDP and
-  DeepSpeed ZeRO-3 runs save real models, and eval runs through the prepared model.
+- checkpoints and ``final/`` hold the full model (``accelerator.get_state_dict``, which gathers
+  FSDP shards and ZeRO-3 partitions; run by our tests under DDP only, as accelerate engages FSDP and
+  DeepSpeed only on GPUs), and eval runs through the prepared model;
+- a launch config that asks for FSDP/DeepSpeed where accelerate did not set it up is refused
+  (:func:`check_sharding`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -391,6 +395,32 @@ def make_accelerator(cfg: TrainConfig) -> Any:
     )
 
 
+# `accelerate launch --config_file` tells the processes which sharding its config asked for through
+# these variables; accelerate itself only engages them on accelerators (see check_sharding).
+SHARDING_REQUESTS = {"FSDP": "ACCELERATE_USE_FSDP", "DEEPSPEED": "ACCELERATE_USE_DEEPSPEED"}
+
+
+def check_sharding(acc: Any, env: Mapping[str, str] | None = None) -> None:
+    """Refuse a run whose launch config asked for FSDP or DeepSpeed that accelerate did not set up.
+
+    accelerate (1.x) turns FSDP and DeepSpeed on only for GPU-family process groups: on CPU
+    (`use_cpu`, ACCELERATE_USE_CPU, or no accelerator) it silently runs plain data parallelism
+    (MULTI_CPU), every process holding the whole model. A user who asked for sharding would then
+    save and resume something other than what the config says, so this is an error, not a warning.
+    """
+    env = os.environ if env is None else env
+    got = acc.distributed_type.name
+    for want, var in SHARDING_REQUESTS.items():
+        if env.get(var, "false").lower() in ("1", "true", "yes") and got != want:
+            import accelerate
+
+            raise ValueError(
+                f"the accelerate launch config asks for {want} ({var}=true), but accelerate "
+                f"{accelerate.__version__} set up {got} on {acc.device.type}: it engages {want} only "
+                "on GPU-family devices, not on CPU; use a DDP config (or none) here, or run on GPUs"
+            )
+
+
 def build_data(cfg: TrainConfig, bundle: Bundle, acc: Any) -> tuple[TaskData, dict[str, list[Doc]]]:
     """This rank's resumable training stream and the fixed held-out documents."""
     vocab = bundle.vocab
@@ -455,6 +485,7 @@ def setup(cfg: TrainConfig) -> Run:
 
     cfg.validate()
     acc = make_accelerator(cfg)
+    check_sharding(acc)
     set_seed(cfg.seed)
     bundle = load_bundle(cfg.bundle)
     data, ev_docs = build_data(cfg, bundle, acc)
