@@ -134,8 +134,8 @@ COMMANDS: dict[str, Command] = {
         "Tokenize a manifest into a sharded token store.",
     ),
     "synth-interleave": Command(
-        "tokunify.synth_interleave:SynthInterleaveArgs",
-        "tokunify.synth_interleave:run_synth_interleave",
+        "tokunify.generate.synth_interleave:SynthInterleaveArgs",
+        "tokunify.generate.synth_interleave:run_synth_interleave",
         "Synthetic interleaved text/speech documents from text (a bundle's TTS; GLM-4-Voice recipe).",
     ),
     "merge-stores": Command(
