@@ -47,9 +47,9 @@ from tokunify.corpus.facts import Fact, all_facts, candidates, split_facts
 from tokunify.vocab import DEFAULT_TASKS
 
 SETTINGS: dict[str, dict[str, Any]] = {
-    "tiny": dict(facts_per_kind=4, statements=12, voices=2, fact_voices=1, text_vocab=320, k=16,
+    "tiny": dict(facts_per_kind=2, statements=8, voices=2, fact_voices=1, text_vocab=320, k=16,
                  lda_dim=8, preset="llama-tiny", tts_steps=4, steps=4, batch=2, seq_len=128,
-                 lr=3e-3, synth_copies=1, ratio=0.5, verify=0.5, lexical=4, units_per_word=6),
+                 lr=3e-3, synth_copies=1, ratio=0.5, verify=0.5, lexical=2, units_per_word=6),
     "demo": dict(facts_per_kind=0, statements=300, voices=4, fact_voices=2, text_vocab=512, k=64,
                  lda_dim=32, preset="llama-tiny", tts_steps=600, steps=500, batch=8, seq_len=256,
                  lr=3e-3, synth_copies=3, ratio=0.5, verify=0.2, lexical=60, units_per_word=40),

@@ -4,6 +4,7 @@ metadata), resume/slices, `inspect`, and training on it with the `synth_interlea
 from __future__ import annotations
 
 import json
+import os
 from itertools import pairwise
 from pathlib import Path
 
@@ -181,3 +182,29 @@ def test_store_trains_with_the_synth_interleave_task(store, synth_bundle, tmp_pa
     rows = [r for r in log if "loss" in r]
     assert len(rows) == 3 and all(np.isfinite(r["loss"]) for r in rows)
     assert (tmp_path / "run" / "final" / "tokunify.json").is_file()
+
+
+def test_ab_benchmark_runs_its_pipeline_on_a_tiny_setting(tmp_path):
+    """benchmarks/synth_interleave_ab.py end to end (corpus, tokenizers, TTS bundle, both stores,
+    both arms trained and scored) on its tiny setting, as a user runs it."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[1]
+    work = tmp_path / "ab"
+    proc = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "synth_interleave_ab.py"), "--tiny",
+         "--work", str(work), "--seeds", "0"],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads((work / "ab.json").read_text())
+    rows = {r["arm"]: r for r in res["rows"]}
+    assert set(rows) == {"text", "synth"} and res["n_facts"]["A"] > 0 and res["n_facts"]["B"] > 0
+    for r in rows.values():
+        for key in ("A S2S", "B S2S", "A S->T", "B S->T", "A T->T", "B T->T", "sWUGGY"):
+            assert 0.0 <= r[key] <= 1.0
+    assert rows["text"]["train tokens"] == rows["synth"]["train tokens"]  # the same budget
+    assert res["synth_store"]["documents"] == res["n_facts"]["B"]
+    assert "| synth | mean ± half-range |" in proc.stdout
