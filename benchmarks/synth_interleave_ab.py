@@ -51,7 +51,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
                  lda_dim=8, preset="llama-tiny", tts_steps=4, steps=4, batch=2, seq_len=128,
                  lr=3e-3, synth_copies=1, ratio=0.5, verify=0.5, lexical=2, units_per_word=6),
     "demo": dict(facts_per_kind=0, statements=300, voices=4, fact_voices=2, text_vocab=512, k=64,
-                 lda_dim=32, preset="llama-tiny", tts_steps=600, steps=500, batch=8, seq_len=256,
+                 lda_dim=32, preset="llama-tiny", tts_steps=500, steps=350, batch=8, seq_len=128,
                  lr=3e-3, synth_copies=3, ratio=0.5, verify=0.2, lexical=60, units_per_word=40),
 }  # fmt: skip
 MIXTURE = {"asr": 0.2, "tts": 0.2, "s2s": 0.15, "continue": 0.05, "interleave": 0.05,
@@ -60,7 +60,11 @@ TTS_MIXTURE = {"tts": 0.6, "asr": 0.4}
 ARMS = ("text", "synth")
 
 
-def step(name: str, argv: list[str], times: dict[str, float]) -> None:
+def step(name: str, argv: list[str], times: dict[str, float], done: Path | None = None) -> None:
+    """Run one CLI stage (skipped when ``done`` exists: a resumed run)."""
+    if done is not None and done.exists():
+        print(f"\n=== {name}: done ({done})", flush=True)
+        return
     t = time.perf_counter()
     print(f"\n=== {name}: tokunify {' '.join(argv)}", flush=True)
     if cli(argv) != 0:
@@ -91,6 +95,10 @@ def build_corpus(work: Path, s: dict[str, Any]) -> dict[str, Any]:
 
     facts, a, b = facts_for(s)
     corpus = work / "corpus"
+    answers = sorted({c for f in facts for c in candidates(f, facts)})
+    data = {"facts": facts, "a": a, "b": b, "answers": answers, "corpus": corpus}
+    if (corpus / "docs_b.txt").exists():  # --resume: spoken already
+        return data
     (corpus / "wavs").mkdir(parents=True, exist_ok=True)
     engine, grammar, rng = Espeak(), Grammar(1), np.random.default_rng(0)
     voices = TRAIN_VOICES[: s["voices"]]
@@ -109,7 +117,7 @@ def build_corpus(work: Path, s: dict[str, Any]) -> dict[str, Any]:
             train.append(
                 _speak(engine, f.answer, voices[j], corpus, ans, 16000, {"answer_to": q}, sf)
             )
-    test, answers = [], sorted({c for f in facts for c in candidates(f, facts)})
+    test = []
     for i, f in enumerate(facts):
         test.append(_speak(engine, f.question, HELDOUT_VOICE, corpus, f"q{i:04d}", 16000, {}, sf))
     for i, c in enumerate(answers):
@@ -120,7 +128,7 @@ def build_corpus(work: Path, s: dict[str, Any]) -> dict[str, Any]:
     (corpus / "train_texts.txt").write_text("".join(t + "\n" for t in texts))
     (corpus / "docs_text.txt").write_text("".join(f.document + "\n" for f in facts))  # A and B
     (corpus / "docs_b.txt").write_text("".join(f.document + "\n" for f in b) * s["synth_copies"])
-    return {"facts": facts, "a": a, "b": b, "answers": answers, "corpus": corpus}
+    return data
 
 
 def build_setup(work: Path, s: dict[str, Any], times: dict[str, float]) -> dict[str, Any]:
@@ -128,12 +136,12 @@ def build_setup(work: Path, s: dict[str, Any], times: dict[str, float]) -> dict[
     data = build_corpus(work, s)
     corpus = data["corpus"]
     step("text tokenizer", ["train-text-tokenizer", str(corpus / "train_texts.txt"), "--out", str(work / "text_tokenizer"),
-                            "--vocab-size", str(s["text_vocab"])], times)  # fmt: skip
+                            "--vocab-size", str(s["text_vocab"])], times, work / "text_tokenizer")  # fmt: skip
     feats = work / "mel_units.yaml"
     feats.write_text(yaml.safe_dump({"kind": "mel_units", "dedup": True, "features": {
         "kind": "mfcc", "n_mfcc": 20, "deltas": False, "cmvn": "utterance", "splice": 4}}))  # fmt: skip
     step("unit k-means", ["train-kmeans", str(corpus / "train.jsonl"), "--tokenizer", str(feats), "--k", str(s["k"]),
-                          "--out", str(work / "units"), "--lda-dim", str(s["lda_dim"])], times)  # fmt: skip
+                          "--out", str(work / "units"), "--lda-dim", str(s["lda_dim"])], times, work / "units" / "tokenizer.yaml")  # fmt: skip
     units = work / "units" / "tokenizer.yaml"
     for split in ("train", "test"):
         step(f"tokenize {split}", ["tokenize", str(corpus / f"{split}.jsonl"), "--out", str(work / "stores" / split),
@@ -141,9 +149,10 @@ def build_setup(work: Path, s: dict[str, Any], times: dict[str, float]) -> dict[
                                    "--no-progress"], times)  # fmt: skip
     step("extend", ["extend", f"scratch:{s['preset']}", "--text-tokenizer", str(work / "text_tokenizer"), "--units",
                     str(s["k"]), "--speech-tokenizer", f"units={units}", "--out", str(work / "bundle_init"),
-                    "--tasks", *DEFAULT_TASKS, "synth_interleave"], times)  # fmt: skip
-    train(work, s, "tts", [work / "stores" / "train"], TTS_MIXTURE, s["tts_steps"], 0, times)
+                    "--tasks", *DEFAULT_TASKS, "synth_interleave"], times, work / "bundle_init")  # fmt: skip
     tts = work / "tts" / "final"
+    if not tts.exists():
+        train(work, s, "tts", [work / "stores" / "train"], TTS_MIXTURE, s["tts_steps"], 0, times)
     step("text-only documents", ["synth-interleave", str(corpus / "docs_text.txt"), "--bundle", str(tts), "--out",
                                  str(work / "stores" / "text"), "--speech-ratio", "0", "--no-progress"], times)  # fmt: skip
     step("synthetic interleaved B", ["synth-interleave", str(corpus / "docs_b.txt"), "--bundle", str(tts), "--out",
@@ -154,7 +163,7 @@ def build_setup(work: Path, s: dict[str, Any], times: dict[str, float]) -> dict[
 
     step("minimal pairs", ["synth-minimal-pairs", "--out", str(work / "pairs"), "--exclude", str(corpus / "train_texts.txt"),
                            "--voices", *TRAIN_VOICES[:2], "--lexical", str(s["lexical"]), "--syntactic", "1",
-                           "--topic", "1"], times)  # fmt: skip
+                           "--topic", "1"], times, work / "pairs")  # fmt: skip
     return data
 
 
@@ -247,11 +256,11 @@ def slm_accuracy(bundle_dir: Path, work: Path, name: str, times: dict[str, float
 
 
 # ---- the experiment -----------------------------------------------------------------------------
-def run(work: Path, tiny: bool, seeds: list[int]) -> dict[str, Any]:
+def run(work: Path, tiny: bool, seeds: list[int], resume: bool = False) -> dict[str, Any]:
     s = SETTINGS["tiny" if tiny else "demo"]
-    if work.exists():
+    if work.exists() and not resume:
         shutil.rmtree(work)
-    work.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     data = build_setup(work, s, times)
@@ -307,11 +316,14 @@ def _fmt(v: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--work", default="ab_out", help="working directory (replaced)")
+    p.add_argument("--work", default="ab_out", help="working directory (replaced unless --resume)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--tiny", action="store_true", help="the test's tiny setting")
+    p.add_argument(
+        "--resume", action="store_true", help="keep the finished set-up stages of --work"
+    )
     a = p.parse_args(argv)
-    run(Path(a.work), a.tiny, a.seeds)
+    run(Path(a.work), a.tiny, a.seeds, a.resume)
     return 0
 
 

@@ -208,3 +208,12 @@ def test_ab_benchmark_runs_its_pipeline_on_a_tiny_setting(tmp_path):
     assert rows["text"]["train tokens"] == rows["synth"]["train tokens"]  # the same budget
     assert res["synth_store"]["documents"] == res["n_facts"]["B"]
     assert "| synth | mean ± half-range |" in proc.stdout
+
+
+def test_bad_input_is_one_line(corpus, synth_bundle, tmp_path, capsys):
+    assert synth(tmp_path / "missing.txt", synth_bundle, tmp_path / "o") == 1
+    assert synth(corpus, synth_bundle, tmp_path / "o", "--span-mean", "0.5") == 1
+    assert synth(corpus, synth_bundle, tmp_path / "o", "--max-wer", "0.3") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(e.startswith("tokunify synth-interleave: error: ") for e in err)
+    assert "missing.txt" in err[0] and "--span-mean" in err[1] and "--verify-fraction" in err[2]
