@@ -166,6 +166,8 @@ def test_slices_and_resume_give_the_single_run_store(corpus, synth_bundle, tmp_p
     files = sorted(p.name for p in single.iterdir())
     assert files == sorted(p.name for p in sliced.iterdir())
     assert all((single / f).read_bytes() == (sliced / f).read_bytes() for f in files)
+    assert synth(corpus, synth_bundle, sliced) == 0  # a rerun of a complete store does nothing
+    assert all((single / f).read_bytes() == (sliced / f).read_bytes() for f in files)
     # other settings on the same --out are refused in one line
     assert synth(corpus, synth_bundle, sliced, "--speech-ratio", "0.3") != 0
 

@@ -70,7 +70,7 @@ class SynthInterleaveArgs:
     batch_size: int = 64
     """Speech spans per TTS batch (spans are sorted by length first)."""
     max_units_per_word: int = 40
-    """Generation limit per span: this many units per word (a span that reaches it is dropped)."""
+    """Generation limit per span: this many frames per word (a span that reaches it is dropped)."""
     temperature: float | None = None
     """TTS sampling temperature (default: the task's preset)."""
     greedy: bool = False
@@ -197,6 +197,7 @@ class SynthWorker:
         self.frame_rate = meta.streams[self.stream].frame_rate
         dtype = getattr(torch, args.dtype)
         self.gen = Generator(args.bundle, device=device, dtype=dtype, stream=self.stream)
+        self.books = self.gen.vocab.stream(self.stream).codebooks  # codec: tokens per frame
         self.tts = find_task("text", "speech", self.gen.vocab)
         self.asr = find_task("speech", "text", self.gen.vocab) if args.verify_fraction > 0 else None
 
@@ -230,7 +231,7 @@ class SynthWorker:
         bs = self.args.batch_size
         for a in range(0, len(order), bs):
             batch = order[a : a + bs]
-            limit = self.args.max_units_per_word * max(len(s.words) for s in batch) + 1
+            limit = self.args.max_units_per_word * max(len(s.words) for s in batch) * self.books + 1
             res = self.gen.generate(self.tts, [s.text for s in batch], batch_size=len(batch),
                                     vocode=False, max_new_tokens=limit, **self.args.decoding())  # fmt: skip
             for s, r in zip(batch, res, strict=True):
@@ -306,7 +307,9 @@ def check_resume(root: Path, meta: StoreMeta) -> None:
 
     if not (root / META_FILE).exists():
         return
-    old = StoreMeta.load(root).extra.get(DOC_KIND)
+    old = {
+        k: v for k, v in (StoreMeta.load(root).extra.get(DOC_KIND) or {}).items() if k != "stats"
+    }
     new = json.loads(json.dumps(meta.extra[DOC_KIND]))
     if old != new:
         diff = sorted(k for k in set(old or {}) | set(new) if (old or {}).get(k) != new.get(k))
