@@ -24,8 +24,9 @@ voice. Each question is multiple choice over every answer of its kind (21 number
 Every stage runs through the CLI functions (``synth-corpus``'s speaker, ``train-text-tokenizer``,
 ``train-kmeans``, ``tokenize``, ``extend``, ``train``, ``synth-interleave``, ``eval-slm``).
 
-Run (about 15-25 min on 2 CPU cores; the full run goes under the heavy lock):
-    flock /tmp/tokunify-heavy.lock python benchmarks/synth_interleave_ab.py --work ab_out --seeds 0 1
+Run (about 40 min on 2 shared CPU cores with OMP_NUM_THREADS=1; the full run goes under the
+heavy lock; --preset/--tts-steps/--steps/--seq-len/--batch override the setting):
+    OMP_NUM_THREADS=1 flock /tmp/tokunify-heavy.lock python benchmarks/synth_interleave_ab.py --work ab_out
     python benchmarks/synth_interleave_ab.py --work /tmp/ab --tiny   # the test's one-minute run
 """
 
@@ -51,8 +52,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
                  lda_dim=8, preset="llama-tiny", tts_steps=4, steps=4, batch=2, seq_len=128,
                  lr=3e-3, synth_copies=1, ratio=0.5, verify=0.5, lexical=2, units_per_word=6),
     "demo": dict(facts_per_kind=0, statements=300, voices=4, fact_voices=2, text_vocab=512, k=64,
-                 lda_dim=32, preset="llama-tiny", tts_steps=500, steps=350, batch=8, seq_len=128,
-                 lr=3e-3, synth_copies=3, ratio=0.5, verify=0.2, lexical=60, units_per_word=40),
+                 lda_dim=32, preset="llama-small", tts_steps=1200, steps=600, batch=8, seq_len=256,
+                 lr=2e-3, synth_copies=3, ratio=0.5, verify=0.2, lexical=60, units_per_word=40),
 }  # fmt: skip
 MIXTURE = {"asr": 0.2, "tts": 0.2, "s2s": 0.15, "continue": 0.05, "interleave": 0.05,
            "synth_interleave": 0.35}  # fmt: skip
@@ -256,8 +257,10 @@ def slm_accuracy(bundle_dir: Path, work: Path, name: str, times: dict[str, float
 
 
 # ---- the experiment -----------------------------------------------------------------------------
-def run(work: Path, tiny: bool, seeds: list[int], resume: bool = False) -> dict[str, Any]:
-    s = SETTINGS["tiny" if tiny else "demo"]
+def run(
+    work: Path, tiny: bool, seeds: list[int], resume: bool = False, **over: Any
+) -> dict[str, Any]:
+    s = {**SETTINGS["tiny" if tiny else "demo"], **{k: v for k, v in over.items() if v is not None}}
     if work.exists() and not resume:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -322,8 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--resume", action="store_true", help="keep the finished set-up stages of --work"
     )
+    for key in ("preset", "tts_steps", "steps", "seq_len", "batch"):
+        p.add_argument("--" + key.replace("_", "-"), type=str if key == "preset" else int, default=None,
+                       help=f"override the setting's {key}")  # fmt: skip
     a = p.parse_args(argv)
-    run(Path(a.work), a.tiny, a.seeds, a.resume)
+    run(Path(a.work), a.tiny, a.seeds, a.resume, preset=a.preset, tts_steps=a.tts_steps,
+        steps=a.steps, seq_len=a.seq_len, batch=a.batch)  # fmt: skip
     return 0
 
 
