@@ -80,7 +80,7 @@ def stream_stats(store: TokenStore) -> dict[str, dict[str, float]]:
             "tokens": float(counts.sum()),
             "mean_len": float(lengths_a.mean()) if len(lengths_a) else 0.0,
             "max_len": float(lengths_a.max()) if len(lengths_a) else 0.0,
-            "tokens_per_s": float(counts.sum() / max(store.seconds, 1e-9)),
+            "tokens_per_s": float(counts.sum() / store.seconds) if store.seconds > 0 else np.nan,
             "used": float((counts > 0).sum()) / info.cardinality,
             "entropy_bits": float(-(p * np.log2(p)).sum()) if len(p) else 0.0,
         }
