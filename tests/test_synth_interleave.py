@@ -159,17 +159,18 @@ def test_max_wer_drops_spans_back_to_text(corpus, synth_bundle, tmp_path):
 
 def test_slices_and_resume_give_the_single_run_store(corpus, synth_bundle, tmp_path):
     single, sliced = tmp_path / "single", tmp_path / "sliced"
-    assert synth(corpus, synth_bundle, single) == 0
-    assert synth(corpus, synth_bundle, sliced, "--shard", "1/2") == 0
+    fast = ("--max-units-per-word", "4")  # short generations: this test is about the job
+    assert synth(corpus, synth_bundle, single, *fast) == 0
+    assert synth(corpus, synth_bundle, sliced, *fast, "--shard", "1/2") == 0
     assert "stats" not in StoreMeta.load(sliced).extra["synth_interleave"]  # not complete yet
-    assert synth(corpus, synth_bundle, sliced, "--shard", "0/2") == 0
+    assert synth(corpus, synth_bundle, sliced, *fast, "--shard", "0/2") == 0
     files = sorted(p.name for p in single.iterdir())
     assert files == sorted(p.name for p in sliced.iterdir())
     assert all((single / f).read_bytes() == (sliced / f).read_bytes() for f in files)
-    assert synth(corpus, synth_bundle, sliced) == 0  # a rerun of a complete store does nothing
+    assert synth(corpus, synth_bundle, sliced, *fast) == 0  # a rerun of a complete store: no-op
     assert all((single / f).read_bytes() == (sliced / f).read_bytes() for f in files)
     # other settings on the same --out are refused in one line
-    assert synth(corpus, synth_bundle, sliced, "--speech-ratio", "0.3") != 0
+    assert synth(corpus, synth_bundle, sliced, *fast, "--speech-ratio", "0.3") != 0
 
 
 def test_store_trains_with_the_synth_interleave_task(store, synth_bundle, tmp_path):
