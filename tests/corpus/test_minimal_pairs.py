@@ -81,3 +81,12 @@ def test_synth_minimal_pairs_layouts_and_hold_out(tmp_path):
         assert p.pos.name.split("_")[1] == p.neg.name.split("_")[1]
         assert sf.info(p.pos).samplerate == sf.info(p.neg).samplerate == 16000
     assert top[0].context_audio is not None and top[0].neg_ending_audio is not None
+
+
+def test_a_benchmark_of_zero_pairs_is_left_out(tmp_path):
+    out = tmp_path / "mp"
+    assert main(["synth-minimal-pairs", "--out", str(out), "--lexical", "2", "--syntactic", "0",
+                 "--topic", "1", "--voices", "en-us"]) == 0  # fmt: skip
+    assert len(read_benchmark("swuggy", out)) == 2
+    assert not (out / "syntactic").exists()
+    assert (out / "tstorycloze" / "texts.jsonl").is_file()

@@ -239,6 +239,15 @@ class _Speaker:
         sf.write(path, resample(s.audio, s.sample_rate, self.sr), self.sr)
 
 
+def _write_gold(d: Path, rows: list[dict[str, object]]) -> None:
+    """``d/gold.csv``; a benchmark asked for 0 pairs leaves no directory (no header-less csv)."""
+    if rows:
+        (d / "gold.csv").write_text(_csv(rows))
+    else:
+        d.rmdir()
+        d.parent.rmdir()
+
+
 def _csv(rows: list[dict[str, object]]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
@@ -277,7 +286,7 @@ def run_synth_minimal_pairs(args: MinimalPairsArgs) -> dict[str, int]:
                 speak.write(text, v, d / f"{fname}.wav")
                 rows.append({"filename": fname, "id": i, "voice": v, "frequency": freq, "word": text,
                              "phones": "", "length": len(text), "correct": ok})  # fmt: skip
-        (d / "gold.csv").write_text(_csv(rows))
+        _write_gold(d, rows)
         n["lexical"] = len(rows) // 2
         d = out / "syntactic" / "dev"
         d.mkdir(parents=True)
@@ -289,7 +298,7 @@ def run_synth_minimal_pairs(args: MinimalPairsArgs) -> dict[str, int]:
                 speak.write(text, v, d / f"{fname}.wav")
                 rows.append({"filename": fname, "id": i, "voice": v, "type": phen, "subtype": phen,
                              "transcription": text, "correct": ok})  # fmt: skip
-        (d / "gold.csv").write_text(_csv(rows))
+        _write_gold(d, rows)
         n["syntactic"] = len(rows) // 2
         d = out / "tstorycloze"
         (d / "crossmodal").mkdir(parents=True)
