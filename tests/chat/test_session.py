@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tokunify.chat.conversation import SpeechPart
+from tokunify.chat.instructions import InstructionPool, instruction_conversation
 from tokunify.chat.session import ChatSession
 from tokunify.chat.templates import DefaultTemplate
 
@@ -56,6 +58,12 @@ def test_speech_and_text_replies(voc_bundle, tmp_path):
     assert chat.conversation.messages[0].speech[0].ids.tolist() == [1, 2, 3]
     chat.reset()
     assert chat.conversation.messages == []
+    # an instruction turn with a held-out phrasing, answered without touching the history
+    pool = InstructionPool.load()
+    ask = pool.sample("asr", "heldout", np.random.default_rng(0))
+    r = chat.respond(instruction_conversation("asr", ask, SpeechPart("units", np.array([4, 5]))))
+    assert not r.speech and chat.conversation.messages == []
+    assert ask in chat.tokenizer.decode(chat.prompts[-1].tolist())
 
 
 def test_bad_turn_is_refused(voc_bundle, tmp_path):

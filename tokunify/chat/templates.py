@@ -64,6 +64,14 @@ def _tokenizer_of(x: Any) -> Any:
     return getattr(x, "tokenizer", x)
 
 
+def decode_text(tokenizer: Any, ids: list[int], skip_special: bool = False) -> str:
+    """Text of ids exactly as the tokenizer decodes them (no clean-up of spaces before punctuation,
+    which transformers 4.x applies by default for some tokenizers)."""
+    return tokenizer.decode(
+        ids, skip_special_tokens=skip_special, clean_up_tokenization_spaces=False
+    )
+
+
 def _check_loss_on(loss_on: LossOn) -> tuple[str, ...]:
     bad = [r for r in loss_on if r not in ROLES]
     if bad:
@@ -245,10 +253,7 @@ class DefaultTemplate(ChatTemplate):
         return out, n
 
     def _parts(self, tokenizer: Any, segs: list[tuple[str, Any]]) -> list[Part]:
-        return [
-            tokenizer.decode(x.tolist(), skip_special_tokens=False) if m == "text" else x
-            for m, x in segs
-        ]
+        return [decode_text(tokenizer, x.tolist(), False) if m == "text" else x for m, x in segs]
 
     def parse(self, vocab, tokenizer, ids):
         ids = np.asarray(ids, dtype=np.int64)
@@ -265,7 +270,7 @@ class DefaultTemplate(ChatTemplate):
                 raise FormatError(
                     f"a turn must start with its role as a text segment (before position {i})"
                 )
-            role = tokenizer.decode(segs[0][1].tolist(), skip_special_tokens=False).strip()
+            role = decode_text(tokenizer, segs[0][1].tolist(), False).strip()
             if role not in ROLES:
                 raise FormatError(f"turn header {role!r} is not a role {ROLES}")
             messages.append(Message(role, self._parts(tokenizer, segs[1:])))
@@ -363,11 +368,11 @@ class JinjaTemplate(ChatTemplate):
         """Decoded text with each speech span replaced by a sentinel, and the spans' parts."""
         pieces, speech, i = [], [], 0
         for a, b, s in _speech_spans(vocab, ids):
-            pieces.append(tokenizer.decode(ids[i:a].tolist(), skip_special_tokens=False))
+            pieces.append(decode_text(tokenizer, ids[i:a].tolist(), False))
             pieces.append(_sentinel(len(speech)))
             speech.append(_speech_part(vocab, ids, a, b, s))
             i = b
-        pieces.append(tokenizer.decode(ids[i:].tolist(), skip_special_tokens=False))
+        pieces.append(decode_text(tokenizer, ids[i:].tolist(), False))
         return "".join(pieces), speech
 
     @staticmethod
@@ -593,6 +598,7 @@ __all__ = [
     "Llama2Template",
     "Llama3Template",
     "ReplyGrammar",
+    "decode_text",
     "get_template",
     "register_template",
     "template_for",
