@@ -157,6 +157,13 @@ class ChatTemplate(ABC):
         """Content parts of a generated assistant turn (what follows :meth:`prompt`), tolerating a
         turn cut by the length limit."""
 
+    def reply_grammar(
+        self, vocab: UnifiedVocab, tokenizer: Any, reply: str = "any"
+    ) -> ReplyGrammar:
+        """What a generated assistant turn may contain (see :class:`ReplyGrammar`); free text
+        with speech spliced in, as the model's own template allows."""
+        return ReplyGrammar(vocab, reply, stops=self.stop_ids(vocab, tokenizer), structured=False)
+
 
 # ---- the default template ------------------------------------------------------------------
 class DefaultTemplate(ChatTemplate):
@@ -356,21 +363,33 @@ class JinjaTemplate(ChatTemplate):
 
     def stop_ids(self, vocab, tokenizer):
         tok = self.end_of_turn or tokenizer.eos_token
-        out = [int(tokenizer.convert_tokens_to_ids(tok))] if tok else []
+        vocab_of = tokenizer.get_vocab()
+        if tok and tok not in vocab_of:
+            raise FormatError(f"chat template {self.name!r}: the tokenizer has no {tok!r} token")
+        out = [int(vocab_of[tok])] if tok else []
         if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in out:
             out.append(int(tokenizer.eos_token_id))
+        if not out:
+            raise FormatError(f"chat template {self.name!r}: no end-of-turn or eos token")
         return out
 
     # ---- parsing ----
     def _decode_with_sentinels(
-        self, vocab: UnifiedVocab, tokenizer: Any, ids: np.ndarray
+        self, vocab: UnifiedVocab, tokenizer: Any, ids: np.ndarray, strict: bool = True
     ) -> tuple[str, list[SpeechPart]]:
-        """Decoded text with each speech span replaced by a sentinel, and the spans' parts."""
+        """Decoded text with each speech span replaced by a sentinel, and the spans' parts (not
+        ``strict``: a span that does not parse is dropped)."""
         pieces, speech, i = [], [], 0
         for a, b, s in _speech_spans(vocab, ids):
             pieces.append(decode_text(tokenizer, ids[i:a].tolist(), False))
-            pieces.append(_sentinel(len(speech)))
-            speech.append(_speech_part(vocab, ids, a, b, s))
+            try:
+                part = _speech_part(vocab, ids, a, b, s)
+            except FormatError:
+                if strict:
+                    raise
+            else:
+                pieces.append(_sentinel(len(speech)))
+                speech.append(part)
             i = b
         pieces.append(decode_text(tokenizer, ids[i:].tolist(), False))
         return "".join(pieces), speech
@@ -405,7 +424,7 @@ class JinjaTemplate(ChatTemplate):
         ids = np.asarray(ids, dtype=np.int64)
         stops = set(self.stop_ids(vocab, tokenizer))
         cut = next((k for k, t in enumerate(ids.tolist()) if t in stops), len(ids))
-        text, speech = self._decode_with_sentinels(vocab, tokenizer, ids[:cut])
+        text, speech = self._decode_with_sentinels(vocab, tokenizer, ids[:cut], strict=False)
         return Message("assistant", self._content(text.strip(), speech)).content
 
 
@@ -516,15 +535,15 @@ class ReplyGrammar:
 
     def allowed(self, generated: Sequence[int]) -> np.ndarray:
         """``[V]`` bool: the ids allowed after ``generated`` (the reply's ids so far)."""
-        if not self.structured:
-            return self.free
         v = self.vocab
         inside: str | None = None  # "text", a stream name, or None between segments
         done = 0
         for t in generated:
             t = int(t)
             if inside is None:
-                inside = "text" if t == v.text_start else self.starts.get(t)
+                inside = self.starts.get(t)
+                if self.structured and t == v.text_start:
+                    inside = "text"
             elif (inside == "text" and t == v.text_end) or (
                 inside != "text" and t == v.stream_end(inside)
             ):
@@ -533,6 +552,8 @@ class ReplyGrammar:
             return self.text | self._ids([v.text_end])
         if inside is not None:
             return self.body[inside] | self._ids([v.stream_end(inside)])
+        if not self.structured:  # free text between speech spans; a speech reply is one span
+            return self.stops if (self.reply == "speech" and done) else self.free
         if self.reply == "any":
             opens = self._ids([v.text_start, *self.starts])
             return opens | self.stops if done else opens
