@@ -162,7 +162,10 @@ class ChatTemplate(ABC):
     ) -> ReplyGrammar:
         """What a generated assistant turn may contain (see :class:`ReplyGrammar`); free text
         with speech spliced in, as the model's own template allows."""
-        return ReplyGrammar(vocab, reply, stops=self.stop_ids(vocab, tokenizer), structured=False)
+        return ReplyGrammar(
+            vocab, reply, self.stop_ids(vocab, tokenizer), structured=False,
+            banned=base_special_ids(vocab, tokenizer),
+        )  # fmt: skip
 
 
 # ---- the default template ------------------------------------------------------------------
@@ -175,11 +178,17 @@ class DefaultTemplate(ChatTemplate):
         self.task_tag = task_tag
         """Put ``<|task:T|>`` after ``<|bos|>`` when ``conv.meta["task"]`` is a tag of the vocab."""
 
-    def _text(self, tokenizer: Any, text: str) -> np.ndarray:
-        return np.asarray(tokenizer.encode(text, add_special_tokens=False), dtype=np.int64)
+    def _text(self, vocab: UnifiedVocab, tokenizer: Any, text: str) -> np.ndarray:
+        ids = np.asarray(tokenizer.encode(text, add_special_tokens=False), dtype=np.int64)
+        if ids.size and ids.max() >= vocab.text_size:
+            raise FormatError(
+                f"text {text[:40]!r} holds token strings of the speech vocabulary (e.g. <|eos|>); "
+                "speech goes in a SpeechPart"
+            )
+        return ids
 
     def _header(self, vocab: UnifiedVocab, tokenizer: Any, role: str) -> np.ndarray:
-        return encode_segment(vocab, "text", self._text(tokenizer, role))
+        return encode_segment(vocab, "text", self._text(vocab, tokenizer, role))
 
     def _head(self, vocab: UnifiedVocab, conv: Conversation) -> np.ndarray:
         task = conv.meta.get("task")
@@ -189,7 +198,7 @@ class DefaultTemplate(ChatTemplate):
 
     def _content(self, vocab: UnifiedVocab, tokenizer: Any, m: Message) -> np.ndarray:
         segs = [
-            encode_segment(vocab, "text", self._text(tokenizer, p))
+            encode_segment(vocab, "text", self._text(vocab, tokenizer, p))
             if isinstance(p, str)
             else encode_segment(vocab, p.stream, p.ids)
             for p in m.content
@@ -216,7 +225,9 @@ class DefaultTemplate(ChatTemplate):
         return [vocab.eos]
 
     def reply_grammar(self, vocab, tokenizer, reply="any"):
-        return ReplyGrammar(vocab, reply, stops=[vocab.eos], structured=True)
+        return ReplyGrammar(
+            vocab, reply, [vocab.eos], structured=True, banned=base_special_ids(vocab, tokenizer)
+        )
 
     def _segments(
         self, vocab: UnifiedVocab, tokenizer: Any, ids: np.ndarray, i: int, strict: bool
@@ -491,6 +502,14 @@ class Llama2Template(JinjaTemplate):
 
 
 # ---- what a generated reply may contain ----------------------------------------------------
+def base_special_ids(vocab: UnifiedVocab, tokenizer: Any) -> list[int]:
+    """The base text tokenizer's own special tokens (pad, bos, header tokens, ...): its named
+    specials and its added tokens marked special, below the vocab's text size."""
+    ids = set(tokenizer.all_special_ids)
+    ids |= {int(i) for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if t.special}
+    return sorted(i for i in ids if 0 <= i < vocab.text_size)
+
+
 REPLY_MODES: tuple[str, ...] = ("any", "text", "speech")
 
 
@@ -506,14 +525,24 @@ class ReplyGrammar:
     and ``"text"`` bans stream markers.
     """
 
-    def __init__(self, vocab: UnifiedVocab, reply: str, stops: Sequence[int], structured: bool):
+    def __init__(
+        self,
+        vocab: UnifiedVocab,
+        reply: str,
+        stops: Sequence[int],
+        structured: bool,
+        banned: Sequence[int] = (),
+    ):
+        """``banned``: ids never generated (the text tokenizer's own special tokens: pad, bos,
+        header tokens, ...), except the stop ids."""
         if reply not in REPLY_MODES:
             raise FormatError(f"reply must be one of {REPLY_MODES}, got {reply!r}")
         self.vocab, self.reply, self.structured = vocab, reply, structured
         self.stops = np.zeros(vocab.size, bool)
         self.stops[list(stops)] = True
         self.starts = {vocab.stream_start(s.name): s.name for s in vocab.streams}
-        self.text = vocab.mask("text").numpy()
+        text_specials = self._ids([i for i in banned if 0 <= i < vocab.text_size]) & ~self.stops
+        self.text = vocab.mask("text").numpy() & ~text_specials
         self.body = {
             s.name: vocab.mask(s.name).numpy()
             | self._ids([vocab.empty] if s.kind == "codec" else [])
@@ -523,7 +552,7 @@ class ReplyGrammar:
         self.prefix = (
             [speech] if (reply == "speech" and not structured and speech is not None) else []
         )
-        free = ~vocab.mask("special", "task", "reserved").numpy() | self.stops
+        free = (~vocab.mask("special", "task", "reserved").numpy() & ~text_specials) | self.stops
         if reply == "text":
             free &= ~vocab.mask("marker").numpy()
         self.free = free
