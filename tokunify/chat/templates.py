@@ -345,6 +345,9 @@ class JinjaTemplate(ChatTemplate):
         return ids, offsets
 
     def render(self, vocab, tokenizer, conv, loss_on=DEFAULT_LOSS_ON):
+        # transformers' own mask (apply_chat_template(return_assistant_tokens_mask=True)) needs
+        # {% generation %} markers that the shipped Llama/Qwen templates do not have; rendering
+        # growing prefixes works with any template that renders a conversation left to right.
         loss_on = _check_loss_on(loss_on)
         _resolved(conv)
         msgs = self._message_dicts(vocab, tokenizer, conv)
@@ -417,7 +420,9 @@ class JinjaTemplate(ChatTemplate):
         return out
 
     def turns(self, tokenizer: Any, text: str) -> list[tuple[str, str]]:
-        """``(role, content)`` of every turn of a rendered conversation (family specific)."""
+        """``(role, content)`` of every turn of a rendered conversation (family specific: Jinja
+        templates only render, and no library parses their output back, hence one small regex
+        per family)."""
         raise FormatError(
             "this tokenizer's chat template has no registered parser (known families: "
             f"{[n for n, t in TEMPLATES.items() if isinstance(t, JinjaTemplate) and type(t) is not JinjaTemplate]})"
