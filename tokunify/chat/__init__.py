@@ -1,0 +1,40 @@
+"""Speech in conversation: conversations as data, chat templates, instruction pools, chat sessions.
+
+- :mod:`~tokunify.chat.conversation`: :class:`Conversation` of :class:`Message` with text and
+  :class:`SpeechPart` content, stored as ordinary store records;
+- :mod:`~tokunify.chat.templates`: chat templates (the base model's own, or the default one);
+- :mod:`~tokunify.chat.task`: the ``chat`` training task;
+- :mod:`~tokunify.chat.instructions`: natural-language instruction pools per task;
+- :mod:`~tokunify.chat.session`: :class:`~tokunify.chat.session.ChatSession`, behind ``tokunify chat``.
+"""
+
+# formats first: its last line imports tokunify.chat.task, which needs formats whole (a module of
+# this package imported on its own would otherwise meet a half-initialised formats).
+import tokunify.formats  # noqa: F401  isort: skip
+from tokunify.chat.conversation import (
+    ROLES,
+    Conversation,
+    ConversationError,
+    Message,
+    SpeechPart,
+    is_conversation,
+    write_conversation_store,
+)
+from tokunify.chat.instructions import InstructionPool, instruction_conversation
+from tokunify.chat.templates import ChatTemplate, get_template, register_template, template_for
+
+__all__ = [
+    "ROLES",
+    "ChatTemplate",
+    "Conversation",
+    "ConversationError",
+    "InstructionPool",
+    "Message",
+    "SpeechPart",
+    "get_template",
+    "instruction_conversation",
+    "is_conversation",
+    "register_template",
+    "template_for",
+    "write_conversation_store",
+]
