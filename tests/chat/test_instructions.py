@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import build_tokenizer
+from chat_helpers import build_tokenizer
 
 import tokunify
 from tokunify.chat.conversation import SpeechPart

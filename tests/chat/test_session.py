@@ -96,7 +96,7 @@ def test_a_base_model_with_its_own_chat_template_chats(tmp_path):
     """A tiny Llama "instruct" model whose tokenizer ships the Llama-3 template, extended by
     `tokunify extend`: the bundle keeps the template and the session renders through it."""
     import torch
-    from conftest import base_tokenizer
+    from chat_helpers import base_tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from tokunify.chat.templates import Llama3Template

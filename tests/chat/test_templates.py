@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import build_tokenizer
+from chat_helpers import build_tokenizer
 
 from tokunify.chat.conversation import Conversation, Message, SpeechPart
 from tokunify.chat.templates import (
