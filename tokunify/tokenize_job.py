@@ -15,32 +15,26 @@ shard's rejects file, and finished shards are never rewritten.
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from queue import Empty
 from typing import Any, Literal
 
 import numpy as np
 
 from tokunify.audio import AudioError, check_audio, read_many, to_mono
 from tokunify.config import read_data_file
-from tokunify.launcher import detect_launch, device_for
 from tokunify.manifest import Entry, read_manifest
 from tokunify.store import (
     Record,
     Reject,
     StoreMeta,
     StreamInfo,
-    done_chunks,
-    is_done,
-    open_or_create,
     record_from_entry,
     write_chunk,
 )
+from tokunify.store.job import JobOptions, report_store, rows_of, run_store_job
 from tokunify.tokenizers.identity import text_tokenizer_hash, tokenizer_hash
 
 
@@ -256,18 +250,24 @@ class ChunkWorker:
 
             self.text_tok = load_text_tokenizer(meta.text_tokenizer["source"])
 
-    def process(self, chunk: int, rows: list[Row]) -> dict[str, Any]:
+    def process(self, chunk: int, rows: list[Row]) -> tuple[list[Record], list[Reject]]:
+        """The records and rejects of one chunk (the store job publishes them)."""
         good, rejects = self.decoder.decode(rows)
-        return self.encode_and_write(chunk, good, rejects, len(rows))
+        return self.encode(good, rejects)
+
+    def encode(
+        self, good: list[Decoded], rejects: list[Reject]
+    ) -> tuple[list[Record], list[Reject]]:
+        """Tokenize decoded rows: length-sorted batches through every tokenizer."""
+        encoded, failed = self._encode(good)
+        return self.records([g for g in good if g[0].id in encoded], encoded), rejects + failed
 
     def encode_and_write(
         self, chunk: int, good: list[Decoded], rejects: list[Reject], total: int
     ) -> dict[str, Any]:
         """Tokenize the decoded rows of ``chunk`` and publish the chunk; returns its stats."""
-        encoded, failed = self._encode(good)
-        records = self.records([g for g in good if g[0].id in encoded], encoded)
-        stats = write_chunk(self.root, self.meta, chunk, records, rejects + failed)
-        return {**stats, "total": total}
+        records, rejected = self.encode(good, rejects)
+        return {**write_chunk(self.root, self.meta, chunk, records, rejected), "total": total}
 
     def records(self, done: list[Decoded], enc: dict[str, dict[str, Any]]) -> list[Record]:
         out = []
@@ -336,139 +336,39 @@ class ChunkWorker:
         return res
 
 
-def _worker_main(
-    args: TokenizeArgs, device: str, chunks: list[int], queue: Any, threads: int
-) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    meta = StoreMeta.load(args.out)
-    rows = load_rows(args.manifest)
-    worker = ChunkWorker(args, meta, device)
-    for c in chunks:
-        queue.put(worker.process(c, chunk_of(rows, meta, c)))
-    queue.put(None)
-
-
 def chunk_of(rows: list[Row], meta: StoreMeta, chunk: int) -> list[Row]:
-    r = meta.chunk_rows(chunk)
-    return rows[r.start : r.stop]
+    return rows_of(rows, meta, chunk)
+
+
+def _audio_rate(totals: dict[str, float], elapsed: float) -> str:
+    hours = totals["seconds"] / 3600
+    rate = hours / max(elapsed, 1e-9)
+    return f"{hours:.3f} h audio, {rate:.5f} audio-h/s (x{rate * 3600:.0f} real time)"
 
 
 def run_tokenize(args: TokenizeArgs) -> dict[str, Any]:
-    t0 = time.perf_counter()
     root = Path(args.out)
-    launch = detect_launch(args.shard)
-    device = device_for(args.device, launch)
     rows = load_rows(args.manifest)
     meta = build_meta(args, len(rows))
-    open_or_create(root, meta)
-    mine_all = [c for c in range(meta.num_chunks) if launch.owns(c)]
-    todo = [c for c in mine_all if not is_done(root, c)]
-    mine = sum(len(meta.chunk_rows(c)) for c in todo)
-    totals = {"rows": 0, "rejects": 0, "seconds": 0.0, "chunks": 0}
-    bar = _progress(mine, args.progress)
-
-    def done(stats: dict[str, Any]) -> None:
-        for k in ("rows", "rejects", "seconds"):
-            totals[k] += stats[k]
-        totals["chunks"] += 1
-        hours = totals["seconds"] / 3600
-        bar(stats["total"], hours, hours / max(time.perf_counter() - t0, 1e-9))
-
+    opts = JobOptions(shard=args.shard, workers=args.workers, device=args.device,
+                      progress=args.progress, name="tokenize", unit="utt")  # fmt: skip
+    executor = None
     if args.engine == "ray":
         from tokunify.tokenize_ray import run_ray
 
-        run_ray(args, meta, rows, todo, device, done)
-    elif args.workers <= 1 or len(todo) <= 1:
-        worker = ChunkWorker(args, meta, device)
-        for c in todo:
-            done(worker.process(c, chunk_of(rows, meta, c)))
-    else:
-        _run_workers(args, meta, device, todo, done)
-    bar(None, 0, 0)
-    elapsed = time.perf_counter() - t0
-    summary = {
-        **totals,
-        "hours": totals["seconds"] / 3600,
-        "elapsed_s": elapsed,
-        "chunks_skipped": len(mine_all) - len(todo),
-        "slice": f"{launch.index}/{launch.count}",
-        "launcher": launch.launcher,
-        "device": device,
-        "complete": len(done_chunks(root)) == meta.num_chunks,
-    }
+        def executor(todo: list[int], device: str, done: Callable[[dict[str, Any]], None]) -> None:
+            run_ray(args, meta, rows, todo, device, done)
+
+    res = run_store_job(root, meta, rows, partial(ChunkWorker, args, meta), opts,
+                        executor=executor, postfix=_audio_rate)  # fmt: skip
+    totals = res.totals
+    summary = {**res.summary(), "hours": totals["seconds"] / 3600}
+    launch = res.launch
     who = f"slice {launch.index}/{launch.count} ({launch.launcher}): " if launch.distributed else ""
     print(
         f"{who}tokenized {totals['rows']} utterances ({summary['hours']:.3f} h of audio) into {totals['chunks']} shards, "
-        f"{totals['rejects']} rejected (rejects-*.jsonl), in {elapsed:.1f} s; store {root}"
+        f"{totals['rejects']} rejected (rejects-*.jsonl), in {res.elapsed_s:.1f} s; store {root}"
     )
     if launch.distributed:
-        _report_store(root, meta, summary["complete"])
+        report_store(root, meta, res.complete)
     return summary
-
-
-def _report_store(root: Path, meta: StoreMeta, complete: bool) -> None:
-    """Slices share ``root``: whichever process finishes last finds every chunk there."""
-    if complete:
-        print(f"store {root} complete: all {meta.num_chunks} chunks")
-    else:
-        left = meta.num_chunks - len(done_chunks(root))
-        print(f"store {root}: {left} chunks of other slices still to come")
-
-
-def _run_workers(
-    args: TokenizeArgs,
-    meta: StoreMeta,
-    device: str,
-    todo: list[int],
-    done: Callable[[dict[str, Any]], None],
-) -> None:
-    n = min(args.workers, len(todo))
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    threads = max(1, (os.cpu_count() or 1) // n)
-    procs = [
-        ctx.Process(target=_worker_main, args=(args, device, todo[w::n], queue, threads))
-        for w in range(n)
-    ]
-    for p in procs:
-        p.start()
-    finished = 0
-    while finished < n:
-        try:
-            item = queue.get(timeout=5)
-        except Empty:  # a worker killed without a word would otherwise leave us waiting forever
-            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
-            if dead:
-                for p in procs:
-                    p.terminate()
-                raise RuntimeError(
-                    f"a tokenize worker exited with {dead[0]}; finished chunks are kept, rerun to resume"
-                ) from None
-            continue
-        if item is None:
-            finished += 1
-        else:
-            done(item)
-    for p in procs:
-        p.join()
-        if p.exitcode != 0:
-            raise RuntimeError(f"a tokenize worker exited with {p.exitcode}; rerun to resume")
-
-
-def _progress(total: int, enabled: bool) -> Callable[..., None]:
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, unit="utt", disable=not enabled, dynamic_ncols=True)
-
-    def update(n: int | None, hours: float, rate: float) -> None:
-        if n is None:
-            bar.close()
-            return
-        bar.update(n)
-        bar.set_postfix_str(
-            f"{hours:.3f} h audio, {rate:.5f} audio-h/s (x{rate * 3600:.0f} real time)"
-        )
-
-    return update

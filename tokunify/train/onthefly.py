@@ -33,6 +33,7 @@ from tokunify.store import (
     shard_file,
     shuffled_order,
 )
+from tokunify.store.job import run_chunk
 from tokunify.store.reader import Shard
 from tokunify.store.schema import empty_record
 from tokunify.tokenize_job import ChunkWorker, Row, TokenizeArgs, build_meta, load_rows
@@ -87,7 +88,7 @@ class CachedManifestStore:
                 if self._worker is None:
                     self._worker = ChunkWorker(self.args, self.meta)
                 r = self.meta.chunk_rows(c)
-                self._worker.process(c, self.rows[r.start : r.stop])
+                run_chunk(self.root, self.meta, self._worker, c, self.rows[r.start : r.stop])
                 self.tokenized_chunks += 1
             shard = Shard(shard_file(self.root, c), self.meta)
             ids = shard.cols["id"] if shard.n else []
