@@ -72,6 +72,12 @@ class TaskOptions:
     """Train on the input side too."""
     pair_key: str = DEFAULT_PAIR_KEY
     """Record metadata field naming the paired record (tasks that join two records)."""
+    tokenizer: Any = field(default=None, compare=False)
+    """The bundle's text tokenizer (tasks that render text themselves, e.g. chat templates)."""
+    chat_loss_on: tuple[str, ...] = ("assistant",)
+    """Conversation turns (roles) the chat task trains on."""
+    chat_template: str = ""
+    """Chat template name for the chat task ("": the tokenizer's own, else the default)."""
 
 
 def has_text(r: RecordLike) -> bool:
@@ -356,6 +362,17 @@ class TaskFormat(ABC):
         parts.append(np.array([v.eos], dtype=np.int64))
         masks.append(np.ones(1, dtype=bool))
         return np.concatenate(parts), np.concatenate(masks)
+
+    def build_record(
+        self,
+        r: RecordLike,
+        target: RecordLike | None,
+        utterance: Callable[[RecordLike], Utterance],
+        rng: np.random.Generator | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, loss_mask)`` from store records: by default :meth:`build` on their utterances
+        (``utterance(record)``); a task that reads more of a record than its streams overrides it."""
+        return self.build(utterance(r), utterance(target) if target is not None else None, rng=rng)
 
     def prompt(self, utt: Utterance) -> np.ndarray:
         """Generation prompt: bos, task tag, the input segments, then the target's start marker."""
@@ -813,3 +830,8 @@ def align_words(
         )
         for i, txt in enumerate(word_text_ids)
     ]
+
+
+# Tasks defined outside this module register themselves on import (here, so that every user of the
+# registry sees them); imported last because they subclass TaskFormat.
+import tokunify.chat.task  # noqa: E402, F401

@@ -33,6 +33,11 @@ class DataConfig:
     """Cache store directory root for `manifests` (default: OUT/token_cache)."""
     manifest_chunk_size: int = 256
     """Manifest rows tokenized (and cached as one shard) at a time."""
+    chat_loss_on: list[str] = field(default_factory=lambda: ["assistant"])
+    """Conversation turns (roles: system, user, assistant) the `chat` task trains on."""
+    chat_template: str = ""
+    """Chat template of the `chat` task: "" uses the bundle tokenizer's own chat template when it
+    has one, else the default template; or a registered name (default, llama3, chatml, llama2)."""
     long_documents: Literal["split", "truncate", "drop"] = "split"
     """Documents longer than seq_len: split into seq_len pieces (every token trained once, as a
     pretraining run expects), truncate (keep the start) or drop; each counted in the log."""

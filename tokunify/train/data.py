@@ -108,7 +108,14 @@ class Formatter:
             stream,
             frame_rate,
         )
-        options = TaskOptions(stream=stream, loss_on_input=cfg.loss_on_input, pair_key=cfg.s2s_key)
+        options = TaskOptions(
+            stream=stream,
+            loss_on_input=cfg.loss_on_input,
+            pair_key=cfg.s2s_key,
+            tokenizer=tokenizer,
+            chat_loss_on=tuple(cfg.chat_loss_on),
+            chat_template=cfg.chat_template,
+        )
         self.formats: dict[str, TaskFormat] = {t: make_task(t, vocab, options) for t in cfg.mixture}
         self.encode_word = word_encoder(tokenizer)
 
@@ -153,9 +160,8 @@ class Formatter:
         self, task: str, r: Record, target: Record | None, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
         fmt = self.formats[task]
-        u = self.utterance(r, words="words" in fmt.requires)
-        tgt = self.utterance(target) if target is not None else None
-        return fmt.build(u, tgt, rng=rng)
+        words = "words" in fmt.requires
+        return fmt.build_record(r, target, lambda x: self.utterance(x, words=words and x is r), rng)
 
 
 class TaskData:
