@@ -161,7 +161,18 @@ def test_chain_mode_speaks_answers_with_the_bundle_tts(
 
     out = tmp_path / "chain"
     assert (
-        _run(gappy_store, chat_model, out, "--mode", "chain", "--tts-bundle", str(voc_bundle)) == 0
+        _run(
+            gappy_store,
+            chat_model,
+            out,
+            "--mode",
+            "chain",
+            "--tts-bundle",
+            str(voc_bundle),
+            "--tts-max-new-tokens",
+            "16",
+        )
+        == 0
     )
     src = _records(gappy_store)
     got = _records(out)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -67,6 +67,8 @@ class MakeChatDataArgs:
     """chain: bundle whose TTS speaks answers that have no recording (default: --model if it is a bundle)."""
     tts_temperature: float = 0.0
     """chain: TTS sampling temperature (0 = greedy)."""
+    tts_max_new_tokens: int = 400
+    """chain: length limit of a spoken answer (tokens)."""
     batch_size: int = 16
     """Transcripts per generation batch."""
     max_new_tokens: int = 64
@@ -380,8 +382,7 @@ class ChatDataWorker:
             from tokunify.formats import find_task
 
             task = find_task("text", "speech", self.tts.vocab)
-            over = _decoding(self.args.tts_temperature, 400)
-            del over["max_new_tokens"]
+            over = _decoding(self.args.tts_temperature, self.args.tts_max_new_tokens)
             res = self.tts.generate(
                 task, [a for _, a in need], batch_size=self.args.batch_size, vocode=False, **over
             )
@@ -434,7 +435,8 @@ def run_make_chat_data(args: MakeChatDataArgs) -> dict[str, Any]:
         raise ValueError("--chunk-size and --batch-size must be >= 1")
     prov = provenance(args, source, stream)
     meta = StoreMeta(
-        streams={stream: source.meta.streams[stream]},
+        # conversation records keep the ids, not the run lengths: no durations column
+        streams={stream: replace(source.meta.streams[stream], dedup=False)},
         text_tokenizer=None,
         manifest=str(Path(args.store).resolve()),
         manifest_rows=len(source),

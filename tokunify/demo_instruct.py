@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,7 @@ def _meta_like(store: Path, rows: int, extra: dict[str, Any]) -> Any:
     from tokunify.store import StoreMeta, TokenStore
 
     src = TokenStore(store).meta
-    return StoreMeta(streams=dict(src.streams), text_tokenizer=None, manifest=str(store), manifest_rows=rows,
+    return StoreMeta(streams={k: replace(v, dedup=False) for k, v in src.streams.items()}, text_tokenizer=None, manifest=str(store), manifest_rows=rows,
                      chunk_size=max(rows, 1), extra=extra)  # fmt: skip
 
 

@@ -1,0 +1,63 @@
+"""`demo --instruct --quick` end to end: metric keys and ranges, held-out voices and phrasings."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from tokunify.cli import main
+from tokunify.corpus.grammar import Grammar, qa_facts
+
+
+def test_qa_facts_are_every_question_of_the_grammar():
+    facts = qa_facts()
+    assert len(facts) == len(set(facts)) == len({q for q, _ in facts})
+    g = Grammar(3)
+    asked = {g.question() for _ in range(5000)}
+    assert asked <= set(facts) and len(asked) == len(facts)
+
+
+def _rate(x) -> bool:
+    return isinstance(x, float) and 0.0 <= x <= 1.0
+
+
+def test_quick_instruct_demo(tmp_path):
+    from tokunify.chat.instructions import InstructionPool
+    from tokunify.corpus.synth import TRAIN_VOICES
+    from tokunify.demo_instruct import FEWSHOT_K
+    from tokunify.store import TokenStore
+
+    out = tmp_path / "instruct"
+    assert main(["demo", "--instruct", "--quick", "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    for k in ("chat_spoken_qa_acc", "chat_modal_agreement", "chat_typed_qa_acc"):
+        assert _rate(m[k]), k
+    assert m["n_qa_questions"] == 9
+    for task in ("asr", "tts"):
+        r = m["instruct_unseen_phrasing"][task]
+        assert (
+            r["instruction_wer"] >= 0
+            and r["tag_wer"] >= 0
+            and r["ratio"] >= 0
+            and not math.isnan(r["ratio"])
+        )
+    assert set(m["fewshot_asr_wer"]) == {str(k) for k in FEWSHOT_K}
+    assert all(w >= 0 and math.isfinite(w) for w in m["fewshot_asr_wer"].values())
+    modal = m["modal_data"]
+    assert modal["conversations"] > 0 and _rate(modal["answers_correct"])
+    # held out: the test voices and phrasings were never trained on
+    pool = InstructionPool.load()
+    heldout = {t: set(pool.phrasings(t, "heldout")) for t in ("spoken_qa", "asr", "tts")}
+    train_voices = set(TRAIN_VOICES)
+    assert m["qa_examples"] and all(e["voice"] not in train_voices for e in m["qa_examples"])
+    assert all(e["phrasing"] in heldout["spoken_qa"] for e in m["qa_examples"])
+    trained_texts = set()
+    for name in ("chat_modal", "instruct"):
+        st = TokenStore(out / "stores" / name)
+        for i in range(len(st)):
+            for msg in st[i].meta["messages"]:
+                trained_texts |= {p["text"].strip() for p in msg["content"] if "text" in p}
+    assert not trained_texts & set().union(*heldout.values())
+    assert {
+        r.speaker for r in TokenStore(out / "stores" / "train").iterate(shuffle=False)
+    } <= train_voices
