@@ -56,11 +56,17 @@ def imports_of(path: Path) -> set[str]:
     return out
 
 
+# Modules of core packages that are applications on top of generation (like serve/).
+APPLICATIONS = ("chat/session.py", "chat/commands.py")
+
+
 def part_of(path: Path) -> list[str]:
     rel = path.relative_to(PKG)
     top = rel.parts[0].removesuffix(".py")
     parts = [top]
-    if top not in ("train", "generate", "serve", "cli.py", "cli", "__main__", "demo"):
+    if top not in ("train", "generate", "serve", "cli.py", "cli", "__main__", "demo") and (
+        rel.as_posix() not in APPLICATIONS
+    ):
         parts.append("core")
     return parts
 

@@ -202,6 +202,11 @@ COMMANDS: dict[str, Command] = {
         "tokunify.serve.commands:run_serve",
         "Serve a bundle: OpenAI-compatible audio/chat API and a browser page.",
     ),
+    "chat": Command(
+        "tokunify.chat.commands:ChatArgs",
+        "tokunify.chat.commands:run_chat",
+        "Chat with a bundle: multi-turn, typed text or wav paths in, text or wavs out.",
+    ),
 }
 
 

@@ -78,6 +78,10 @@ class TaskOptions:
     """Conversation turns (roles) the chat task trains on."""
     chat_template: str = ""
     """Chat template name for the chat task ("": the tokenizer's own, else the default)."""
+    instructions: str = ""
+    """Instruction pool YAML of the instruct_* tasks ("": the package's pool)."""
+    instruct_task_tag: bool = False
+    """instruct_* tasks keep the base task's tag next to the instruction."""
 
 
 def has_text(r: RecordLike) -> bool:

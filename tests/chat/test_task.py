@@ -10,6 +10,7 @@ from helpers import write_config
 
 import tokunify
 from tokunify.chat.conversation import Conversation, Message, SpeechPart, write_conversation_store
+from tokunify.chat.session import ChatSession
 from tokunify.cli import main
 from tokunify.formats import FORMATS, FormatError, TaskOptions, make_task
 from tokunify.store import TokenStore
@@ -101,4 +102,9 @@ def test_conversation_store_trains_with_tokunify_train(train_bundle, chat_store,
     rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     losses = [r["loss/chat"] for r in rows if "loss/chat" in r]
     assert len(losses) == 4 and all(np.isfinite(losses))
-    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    # ...and the trained bundle chats: a spoken question from the store, a text reply
+    chat = ChatSession(tmp_path / "run" / "final", reply="text", max_new_tokens=8)
+    speech = Conversation.from_record(TokenStore(chat_store)[1]).messages[0].speech[0]
+    reply = chat.say(speech)
+    assert not reply.speech and (reply.hit_limit or reply.ids[-1] == chat.vocab.eos)
+    assert [m.role for m in chat.conversation.messages] == ["user", "assistant"]

@@ -14,11 +14,20 @@ see :class:`~tokunify.chat.templates.DefaultTemplate`) and does not generate thr
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import replace
+from typing import Any, ClassVar
 
 import numpy as np
 
-from tokunify.chat.conversation import ROLES, Conversation, ConversationError, is_conversation
+from tokunify.chat.conversation import (
+    ROLES,
+    Conversation,
+    ConversationError,
+    Part,
+    SpeechPart,
+    is_conversation,
+)
+from tokunify.chat.instructions import InstructionPool, instruction_conversation
 from tokunify.chat.templates import DEFAULT_LOSS_ON, ChatTemplate, template_for
 from tokunify.formats import (
     FormatError,
@@ -26,6 +35,7 @@ from tokunify.formats import (
     TaskFormat,
     TaskOptions,
     Utterance,
+    make_task,
     register_task,
 )
 from tokunify.vocab import UnifiedVocab
@@ -56,6 +66,10 @@ class ChatFormat(TaskFormat):
         self.tokenizer = tokenizer
         self._template = template
         self.loss_on = tuple(loss_on)
+
+    @property
+    def target_modality(self) -> str | None:
+        return None  # a conversation has no single target modality; it does not use `generate`
 
     @property
     def template(self) -> ChatTemplate:
@@ -112,3 +126,114 @@ class ChatFormat(TaskFormat):
 
 
 register_task(ChatFormat)
+
+
+class InstructFormat(ChatFormat):
+    """A base task's (input, target) from an utterance record, as an instruction-following chat
+    turn (:func:`~tokunify.chat.instructions.instruction_conversation`): the instruction is drawn
+    from the pool's ``train`` phrasings of :attr:`pool_task` with the document's rng. The task tag
+    (``<|task:T|>`` in the default template) is kept only with ``task_tag``.
+
+    ``instruct_asr`` on an utterance with units ``[3, 7]`` and text "the cat" renders, with the
+    default template, user ``["Transcribe the audio. ", units [3, 7]]`` and assistant ``"the cat"``.
+    """
+
+    task = "instruct"
+    base: ClassVar[str]
+    """The task whose (input, target) is turned into a chat turn."""
+    pool_task: ClassVar[str]
+    """The instruction pool's task name."""
+
+    def __init__(
+        self,
+        vocab: UnifiedVocab,
+        tokenizer: Any,
+        template: ChatTemplate | str | None = None,
+        loss_on: tuple[str, ...] = DEFAULT_LOSS_ON,
+        options: TaskOptions | None = None,
+        pool: InstructionPool | None = None,
+        task_tag: bool = False,
+        split: str = "train",
+    ):
+        super().__init__(vocab, tokenizer, template, loss_on)
+        options = options or TaskOptions()
+        # the base task sees its own options: never its input side under the loss
+        self.inner = make_task(self.base, vocab, replace(options, loss_on_input=False))
+        self.stream = self.inner.stream
+        self.requires, self.min_frames = self.inner.requires, self.inner.min_frames
+        self.pool = pool if pool is not None else InstructionPool.load(options.instructions or None)
+        self.pool.phrasings(self.pool_task, split)  # raises early for a pool without this task
+        self.task_tag, self.split = task_tag, split
+
+    @classmethod
+    def from_options(cls, vocab: UnifiedVocab, options: TaskOptions) -> InstructFormat:
+        loss_on = ROLES if options.loss_on_input else tuple(options.chat_loss_on)
+        return cls(
+            vocab, options.tokenizer, options.chat_template or None, loss_on, options,
+            task_tag=options.instruct_task_tag,
+        )  # fmt: skip
+
+    def eligible(self, r: RecordLike) -> bool:
+        return not is_conversation(r) and self.inner.eligible(r)
+
+    def find_pair(self, r, lookup):
+        return self.inner.find_pair(r, lookup)
+
+    def pair_eligible(self, target: RecordLike) -> bool:
+        return self.inner.pair_eligible(target)
+
+    def example(
+        self, utt: Utterance, target: Utterance | None, rng: np.random.Generator | None
+    ) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, np.ndarray]]]:
+        """(input segments, target segments) as (modality, local ids), from the base task."""
+        return self.inner.inputs(utt), self.inner.targets(utt, target, rng)
+
+    def _part(self, modality: str, local: np.ndarray) -> Part:
+        if modality == "text":
+            return self.tokenizer.decode(np.asarray(local).tolist(), skip_special_tokens=True)
+        return SpeechPart(modality, np.asarray(local))
+
+    def conversation_of(
+        self, utt: Utterance, target: Utterance | None, rng: np.random.Generator | None
+    ) -> Conversation:
+        rng = rng if rng is not None else np.random.default_rng(0)
+        inputs, targets = self.example(utt, target, rng)
+        return instruction_conversation(
+            self.pool_task,
+            self.pool.sample(self.pool_task, self.split, rng),
+            [self._part(m, x) for m, x in inputs],
+            [self._part(m, x) for m, x in targets],
+            task_tag=self.task_tag,
+        )
+
+    def build_record(self, r, target, utterance, rng=None):
+        words = "words" in self.requires
+        utt = utterance(r)
+        if words and utt.words is None:
+            raise FormatError(f"{self.task}: record {r.id!r} has no word alignments")
+        conv = self.conversation_of(utt, utterance(target) if target is not None else None, rng)
+        return self.template.render(self.vocab, self.tokenizer, conv, self.loss_on)
+
+
+class InstructContinueFormat(InstructFormat):
+    """Continuation as an instruction: the first part of the utterance (cut as the ``continue``
+    task cuts it) is the user's speech, the rest the assistant's."""
+
+    def example(self, utt, target, rng):
+        local = utt.stream(self.stream)
+        k = max(1, self.inner._split(local.shape[-1], rng))
+        return [(self.stream, local[..., :k])], [(self.stream, local[..., k:])]
+
+
+def _instruct(base: str, cls: type[InstructFormat] = InstructFormat) -> type[InstructFormat]:
+    name = f"instruct_{base}"
+    return register_task(
+        type(
+            f"Instruct{base.title()}Format", (cls,), {"task": name, "base": base, "pool_task": base}
+        )
+    )
+
+
+for _base in ("asr", "tts", "s2s"):
+    _instruct(_base)
+_instruct("continue", InstructContinueFormat)

@@ -200,6 +200,9 @@ class DefaultTemplate(ChatTemplate):
     def stop_ids(self, vocab, tokenizer):
         return [vocab.eos]
 
+    def reply_grammar(self, vocab, tokenizer, reply="any"):
+        return ReplyGrammar(vocab, reply, stops=[vocab.eos], structured=True)
+
     def _segments(
         self, vocab: UnifiedVocab, tokenizer: Any, ids: np.ndarray, i: int, strict: bool
     ) -> tuple[list[tuple[str, np.ndarray | SpeechPart]], int]:
@@ -225,8 +228,12 @@ class DefaultTemplate(ChatTemplate):
                 continue
             if tok in starts:
                 b = i + 1 + _span_len(vocab, ids, i)  # stop after the end marker
-                out.append((starts[tok], _speech_part(vocab, ids, i, b, starts[tok])))
-                i = b
+                try:
+                    out.append((starts[tok], _speech_part(vocab, ids, i, b, starts[tok])))
+                except FormatError:
+                    if strict:
+                        raise
+                i = b  # a generated speech span that does not parse is dropped
                 continue
             if strict:
                 raise FormatError(
@@ -459,6 +466,78 @@ class Llama2Template(JinjaTemplate):
         return out
 
 
+# ---- what a generated reply may contain ----------------------------------------------------
+REPLY_MODES: tuple[str, ...] = ("any", "text", "speech")
+
+
+class ReplyGrammar:
+    """The ids allowed next in a generated assistant turn, from what it has generated so far.
+
+    ``structured`` (the default template): a turn is segments then ``<|eos|>``: outside a segment
+    only a segment start (or, after one segment at least, a stop id); inside a text segment text
+    ids and ``<|text_end|>``; inside a speech segment the stream's ids (and ``<|empty|>``) and its
+    end marker. ``reply="text"`` / ``"speech"``: exactly one segment of that modality (the first
+    stream for speech). Unstructured (a base model's own template): anything but the vocab's
+    specials, task tags and reserved rows; ``reply="speech"`` opens with the stream's start marker
+    and ``"text"`` bans stream markers.
+    """
+
+    def __init__(self, vocab: UnifiedVocab, reply: str, stops: Sequence[int], structured: bool):
+        if reply not in REPLY_MODES:
+            raise FormatError(f"reply must be one of {REPLY_MODES}, got {reply!r}")
+        self.vocab, self.reply, self.structured = vocab, reply, structured
+        self.stops = np.zeros(vocab.size, bool)
+        self.stops[list(stops)] = True
+        self.starts = {vocab.stream_start(s.name): s.name for s in vocab.streams}
+        self.text = vocab.mask("text").numpy()
+        self.body = {
+            s.name: vocab.mask(s.name).numpy()
+            | self._ids([vocab.empty] if s.kind == "codec" else [])
+            for s in vocab.streams
+        }
+        speech = vocab.stream_start(vocab.default_stream) if vocab.streams else None
+        self.prefix = (
+            [speech] if (reply == "speech" and not structured and speech is not None) else []
+        )
+        free = ~vocab.mask("special", "task", "reserved").numpy() | self.stops
+        if reply == "text":
+            free &= ~vocab.mask("marker").numpy()
+        self.free = free
+
+    def _ids(self, ids: Sequence[int]) -> np.ndarray:
+        m = np.zeros(self.vocab.size, bool)
+        m[list(ids)] = True
+        return m
+
+    def allowed(self, generated: Sequence[int]) -> np.ndarray:
+        """``[V]`` bool: the ids allowed after ``generated`` (the reply's ids so far)."""
+        if not self.structured:
+            return self.free
+        v = self.vocab
+        inside: str | None = None  # "text", a stream name, or None between segments
+        done = 0
+        for t in generated:
+            t = int(t)
+            if inside is None:
+                inside = "text" if t == v.text_start else self.starts.get(t)
+            elif (inside == "text" and t == v.text_end) or (
+                inside != "text" and t == v.stream_end(inside)
+            ):
+                inside, done = None, done + 1
+        if inside == "text":
+            return self.text | self._ids([v.text_end])
+        if inside is not None:
+            return self.body[inside] | self._ids([v.stream_end(inside)])
+        if self.reply == "any":
+            opens = self._ids([v.text_start, *self.starts])
+            return opens | self.stops if done else opens
+        if done:
+            return self.stops
+        return self._ids(
+            [v.text_start if self.reply == "text" else v.stream_start(v.default_stream)]
+        )
+
+
 TEMPLATES: dict[str, ChatTemplate] = {}
 """Registered chat templates by name; change through :func:`register_template`."""
 
@@ -505,6 +584,7 @@ def template_for(bundle_or_tokenizer: Any, name: str | None = None) -> ChatTempl
 
 __all__ = [
     "DEFAULT_LOSS_ON",
+    "REPLY_MODES",
     "TEMPLATES",
     "ChatMLTemplate",
     "ChatTemplate",
@@ -512,6 +592,7 @@ __all__ = [
     "JinjaTemplate",
     "Llama2Template",
     "Llama3Template",
+    "ReplyGrammar",
     "get_template",
     "register_template",
     "template_for",

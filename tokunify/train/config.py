@@ -38,6 +38,11 @@ class DataConfig:
     chat_template: str = ""
     """Chat template of the `chat` task: "" uses the bundle tokenizer's own chat template when it
     has one, else the default template; or a registered name (default, llama3, chatml, llama2)."""
+    instructions: str = ""
+    """Instruction pool YAML (task -> train/heldout phrasings) of the instruct_* tasks ("": the
+    package's pool, tokunify/chat/instructions.yaml)."""
+    instruct_task_tag: bool = False
+    """instruct_* tasks keep the base task's tag (<|task:asr|>) next to the instruction."""
     long_documents: Literal["split", "truncate", "drop"] = "split"
     """Documents longer than seq_len: split into seq_len pieces (every token trained once, as a
     pretraining run expects), truncate (keep the start) or drop; each counted in the log."""

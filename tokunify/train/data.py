@@ -115,6 +115,8 @@ class Formatter:
             tokenizer=tokenizer,
             chat_loss_on=tuple(cfg.chat_loss_on),
             chat_template=cfg.chat_template,
+            instructions=cfg.instructions,
+            instruct_task_tag=cfg.instruct_task_tag,
         )
         self.formats: dict[str, TaskFormat] = {t: make_task(t, vocab, options) for t in cfg.mixture}
         self.encode_word = word_encoder(tokenizer)
