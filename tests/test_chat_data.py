@@ -107,7 +107,7 @@ def test_answer_mode_with_a_hf_chat_model(gappy_store, chat_model, tmp_path):
     for i in ids:
         conv = Conversation.from_record(got[i])
         user, assistant = conv.messages
-        assert user.role == "user" and user.text == "answer the question"
+        assert user.role == "user" and user.text.strip() == "answer the question"
         (speech,) = user.speech
         assert isinstance(speech, SpeechPart) and speech.ref == i
         assert np.array_equal(speech.ids, src[i].streams["units"])
@@ -219,9 +219,11 @@ def test_chain_mode_prefers_a_recording_of_the_answer(gappy_store, chat_model):
 def test_a_bundle_as_the_text_model(gappy_store, voc_bundle, tmp_path):
     """A tokunify bundle answers through its chat template (the default one here)."""
     from tokunify.chat.conversation import Conversation
+    from tokunify.chat.instructions import InstructionPool
 
     out = tmp_path / "bundle-chat"
-    assert _run(gappy_store, voc_bundle, out) == 0
+    assert _run(gappy_store, voc_bundle, out, "--instruction-task", "spoken_qa") == 0
+    train = set(InstructionPool.load().phrasings("spoken_qa", "train"))
     got = _records(out)
     rejects = [
         json.loads(x)
@@ -231,7 +233,9 @@ def test_a_bundle_as_the_text_model(gappy_store, voc_bundle, tmp_path):
     assert len(got) + len(rejects) == len(_records(gappy_store))
     assert {r["reason"] for r in rejects} <= {"no transcript", "the model's answer is empty"}
     for r in got.values():
-        assert Conversation.from_record(r).messages[-1].text
+        conv = Conversation.from_record(r)
+        assert conv.messages[-1].text and conv.messages[0].text.strip() in train
+        assert conv.meta["instruction"] == conv.messages[0].text.strip()
     assert (
         json.loads((out / "store.json").read_text())["extra"]["chat_data"]["model_kind"] == "bundle"
     )

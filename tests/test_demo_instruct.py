@@ -52,11 +52,13 @@ def test_quick_instruct_demo(tmp_path):
     assert m["qa_examples"] and all(e["voice"] not in train_voices for e in m["qa_examples"])
     assert all(e["phrasing"] in heldout["spoken_qa"] for e in m["qa_examples"])
     trained_texts = set()
-    for name in ("chat_modal", "instruct"):
+    for name in ("chat_modal",):
         st = TokenStore(out / "stores" / name)
         for i in range(len(st)):
             for msg in st[i].meta["messages"]:
                 trained_texts |= {p["text"].strip() for p in msg["content"] if "text" in p}
+    train = set(pool.phrasings("spoken_qa", "train"))
+    assert trained_texts and trained_texts <= train  # the spoken questions' training phrasings
     assert not trained_texts & set().union(*heldout.values())
     assert {
         r.speaker for r in TokenStore(out / "stores" / "train").iterate(shuffle=False)

@@ -394,28 +394,29 @@ class ChatDataWorker:
         return out, rejects
 
     def conversation(self, r: Record, answer: str, spoken: tuple[np.ndarray, str] | None) -> Record:
+        """The conversation record: user = [instruction,] speech; assistant = the answer (answer
+        mode) or transcript, answer and spoken answer (chain mode)."""
         from tokunify.chat.conversation import Conversation, Message, SpeechPart
+        from tokunify.chat.instructions import instruction_conversation
 
-        msgs = [Message("system", self.args.system)] if self.args.system else []
         instruction = self.instruction(r)
         speech = SpeechPart(self.stream, np.asarray(r.streams[self.stream], dtype=np.int64), r.id)
-        msgs.append(Message("user", ([instruction] if instruction else []) + [speech]))
-        meta: dict[str, Any] = {
-            "source": r.id,
-            "transcript": r.text,
-            "answer": answer,
-            "mode": self.args.mode,
-        }
         if spoken is None:
-            msgs.append(Message("assistant", answer))
+            reply: list[Any] = [answer]
         else:
             text = self.args.chain_format.format(transcript=str(r.text).strip(), answer=answer)
-            msgs.append(Message("assistant", [text, SpeechPart(self.stream, spoken[0])]))
-            meta["answer_speech"] = spoken[1]
-        if instruction:
-            meta["instruction"] = instruction
-        rec = Conversation(msgs, meta).to_record(r.id, seconds=r.seconds, speaker=r.speaker)
-        return rec
+            reply = [text, SpeechPart(self.stream, spoken[0])]
+        if instruction:  # the instruction turn as the instruct_* tasks write it
+            conv = instruction_conversation(
+                self.args.instruction_task or "chat", instruction, [speech], reply, system=self.args.system
+            )
+        else:  # AudioChatLlama: the speech alone
+            msgs = [Message("system", self.args.system)] if self.args.system else []
+            conv = Conversation([*msgs, Message("user", [speech]), Message("assistant", reply)])
+        conv.meta.update(source=r.id, transcript=r.text, answer=answer, mode=self.args.mode)
+        if spoken is not None:
+            conv.meta["answer_speech"] = spoken[1]
+        return conv.to_record(r.id, seconds=r.seconds, speaker=r.speaker)
 
 
 def run_make_chat_data(args: MakeChatDataArgs) -> dict[str, Any]:

@@ -52,7 +52,17 @@ HELDOUT_VOICES = ["en-us+m8", "en-us+f5", "en+m6"]
 """Voices of the spoken-QA test: none is a training voice (tokunify.corpus.synth.TRAIN_VOICES)."""
 FEWSHOT_K = (0, 1, 4)
 LM_MIXTURE = {"speech": 0.45, "text": 0.25, "chat": 0.3}  # no task pairs speech with text
-CHAT_MIXTURE = {"asr": 0.2, "tts": 0.25, "chat": 0.45, "speech": 0.05, "text": 0.05}
+CHAT_MIXTURE = {
+    "asr": 0.15,
+    "tts": 0.2,
+    "instruct_asr": 0.1,
+    "instruct_tts": 0.15,
+    "chat": 0.3,
+    "speech": 0.05,
+    "text": 0.05,
+}
+"""Stage 2: tasks by tag, the same as instructions (training phrasings, drawn per document), and
+the chats (typed facts + modal-invariance conversations)."""
 
 
 def run_instruct_demo(args: DemoArgs) -> dict[str, Any]:
@@ -79,7 +89,6 @@ def run_instruct_demo(args: DemoArgs) -> dict[str, Any]:
         step(f"tokenize {name}", ["tokenize", str(out / "corpus" / f"{name}.jsonl"), "--out", str(stores / name),
                                   "--tokenizer", f"units={out / 'units' / 'tokenizer.yaml'}", "--text-tokenizer",
                                   str(out / "text_tokenizer"), "--no-progress"])  # fmt: skip
-    timed("instruction store", write_instruction_store, out, s, args.seed)
     precision = _precision()
     train(step, out, s, "lm", out / "bundle_init", [stores / "train", stores / "qa_text"], LM_MIXTURE, s["steps_lm"], args.seed, precision)  # fmt: skip
     lm = out / "lm" / "final"
@@ -88,7 +97,7 @@ def run_instruct_demo(args: DemoArgs) -> dict[str, Any]:
                             str(stores / "chat_modal"), "--instruction-task", "spoken_qa", "--max-new-tokens", "24",
                             "--batch-size", "32", "--seed", str(args.seed), "--no-progress"])  # fmt: skip
     modal = modal_data_quality(stores / "chat_modal")
-    chat_stores = [stores / n for n in ("train", "qa_text", "chat_modal", "instruct")]
+    chat_stores = [stores / n for n in ("train", "qa_text", "chat_modal")]
     train(
         step, out, s, "chat", lm, chat_stores, CHAT_MIXTURE, s["steps_chat"], args.seed, precision
     )
@@ -220,45 +229,6 @@ def write_question_manifests(out: Path, s: dict[str, Any], seed: int) -> None:
     write_manifest(entries, corpus / "qa_heldout.jsonl")
 
 
-def write_instruction_store(out: Path, s: dict[str, Any], seed: int) -> None:
-    """asr and tts as instructions with the pool's *training* phrasings, on training statements."""
-    from tokunify.chat.conversation import Conversation, Message, SpeechPart
-    from tokunify.chat.instructions import InstructionPool
-    from tokunify.store import TokenStore
-
-    pool = InstructionPool.load()
-    train = TokenStore(out / "stores" / "train")
-    rng = np.random.default_rng(seed + 2)
-    rows = [i for i in rng.permutation(len(train)) if train[int(i)].text][: 2 * s["instr"]]
-    recs = []
-    for j, i in enumerate(rows):
-        r = train[int(i)]
-        speech = SpeechPart("units", np.asarray(r.streams["units"], np.int64), r.id)
-        if j % 2 == 0:
-            msgs = [
-                Message("user", [pool.sample("asr", "train", rng), speech]),
-                Message("assistant", str(r.text)),
-            ]
-            task = "asr"
-        else:
-            msgs = [
-                Message("user", [pool.sample("tts", "train", rng), str(r.text)]),
-                Message("assistant", [speech]),
-            ]
-            task = "tts"
-        recs.append(
-            Conversation(msgs, {"instruction_task": task}).to_record(
-                f"instr-{j:05d}", r.seconds, r.speaker
-            )
-        )
-    _write_store(
-        out / "stores" / "instruct",
-        out / "stores" / "train",
-        recs,
-        {"demo": "asr/tts instructions"},
-    )
-
-
 def modal_data_quality(store: Path) -> dict[str, Any]:
     """How many of the stage-1 model's own answers (the modal-invariance targets) are right."""
     from tokunify.corpus.grammar import qa_facts
@@ -340,7 +310,7 @@ def _text(gen: Any, seg: Any) -> str:
 def spoken_qa(bundle: Path, heldout: Path, train_questions: Path, seed: int) -> dict[str, Any]:
     """Spoken questions (held-out voices) with held-out phrasings, and the same questions typed."""
     from tokunify.chat.conversation import Conversation, Message, SpeechPart
-    from tokunify.chat.instructions import InstructionPool
+    from tokunify.chat.instructions import InstructionPool, instruction_conversation
     from tokunify.generate.generator import Generator
     from tokunify.store import TokenStore
 
@@ -351,8 +321,12 @@ def spoken_qa(bundle: Path, heldout: Path, train_questions: Path, seed: int) -> 
     recs = [st[i] for i in range(len(st))]
     spoken_texts = {_norm(r.text or "") for r in TokenStore(train_questions).iterate(shuffle=False)}
     phrasings = [pool.sample("spoken_qa", "heldout", rng) for _ in recs]
-    spoken = [Conversation([Message("user", [p, SpeechPart("units", np.asarray(r.streams["units"], np.int64))])])
-              for p, r in zip(phrasings, recs, strict=True)]  # fmt: skip
+    spoken = [
+        instruction_conversation(
+            "spoken_qa", p, SpeechPart("units", np.asarray(r.streams["units"], np.int64))
+        )
+        for p, r in zip(phrasings, recs, strict=True)
+    ]
     typed = [Conversation([Message("user", str(r.text))]) for r in recs]
     heard = [_text(gen, x) for x in chat_replies(gen, spoken, "text", max_new_tokens=24)]
     read = [_text(gen, x) for x in chat_replies(gen, typed, "text", max_new_tokens=24)]
@@ -388,8 +362,8 @@ def unseen_phrasing(bundle: Path, test: Path, n: int, seed: int) -> dict[str, An
     """asr and tts on held-out sentences: held-out instruction phrasings vs the task tags (WER ratio)."""
     import torch
 
-    from tokunify.chat.conversation import Conversation, Message, SpeechPart
-    from tokunify.chat.instructions import InstructionPool
+    from tokunify.chat.conversation import SpeechPart
+    from tokunify.chat.instructions import InstructionPool, instruction_conversation
     from tokunify.formats import TTSFormat
     from tokunify.generate.evaluate import wer
     from tokunify.generate.generator import Generator
@@ -409,9 +383,7 @@ def unseen_phrasing(bundle: Path, test: Path, n: int, seed: int) -> dict[str, An
 
     asr_tag = asr(units)
     convs = [
-        Conversation(
-            [Message("user", [pool.sample("asr", "heldout", rng), SpeechPart("units", u)])]
-        )
+        instruction_conversation("asr", pool.sample("asr", "heldout", rng), SpeechPart("units", u))
         for u in units
     ]
     asr_instr = [_text(gen, x) for x in chat_replies(gen, convs, "text", max_new_tokens=64)]
@@ -421,7 +393,7 @@ def unseen_phrasing(bundle: Path, test: Path, n: int, seed: int) -> dict[str, An
         r.units if r.units is not None else np.zeros(0, np.int64)
         for r in gen.generate("tts", refs, vocode=False)
     ]
-    convs = [Conversation([Message("user", [pool.sample("tts", "heldout", rng), t])]) for t in refs]
+    convs = [instruction_conversation("tts", pool.sample("tts", "heldout", rng), t) for t in refs]
     torch.manual_seed(seed)
     tts_instr = [
         x.ids if x is not None else np.zeros(0, np.int64)
