@@ -219,11 +219,11 @@ def test_chain_mode_prefers_a_recording_of_the_answer(gappy_store, chat_model):
 def test_a_bundle_as_the_text_model(gappy_store, voc_bundle, tmp_path):
     """A tokunify bundle answers through its chat template (the default one here)."""
     from tokunify.chat.conversation import Conversation
-    from tokunify.chat.instructions import InstructionPool
+    from tokunify.chat.instructions import InstructionPool, fill
 
     out = tmp_path / "bundle-chat"
     assert _run(gappy_store, voc_bundle, out, "--instruction-task", "spoken_qa") == 0
-    train = set(InstructionPool.load().phrasings("spoken_qa", "train"))
+    train = {fill(x) for x in InstructionPool.load().phrasings("spoken_qa", "train")}
     got = _records(out)
     rejects = [
         json.loads(x)

@@ -22,7 +22,7 @@ def _rate(x) -> bool:
 
 
 def test_quick_instruct_demo(tmp_path):
-    from tokunify.chat.instructions import InstructionPool
+    from tokunify.chat.instructions import InstructionPool, fill
     from tokunify.corpus.synth import TRAIN_VOICES
     from tokunify.demo_instruct import FEWSHOT_K
     from tokunify.store import TokenStore
@@ -47,7 +47,9 @@ def test_quick_instruct_demo(tmp_path):
     assert modal["conversations"] > 0 and _rate(modal["answers_correct"])
     # held out: the test voices and phrasings were never trained on
     pool = InstructionPool.load()
-    heldout = {t: set(pool.phrasings(t, "heldout")) for t in ("spoken_qa", "asr", "tts")}
+    heldout = {
+        t: {fill(x) for x in pool.phrasings(t, "heldout")} for t in ("spoken_qa", "asr", "tts")
+    }
     train_voices = set(TRAIN_VOICES)
     assert m["qa_examples"] and all(e["voice"] not in train_voices for e in m["qa_examples"])
     assert all(e["phrasing"] in heldout["spoken_qa"] for e in m["qa_examples"])
@@ -57,7 +59,7 @@ def test_quick_instruct_demo(tmp_path):
         for i in range(len(st)):
             for msg in st[i].meta["messages"]:
                 trained_texts |= {p["text"].strip() for p in msg["content"] if "text" in p}
-    train = set(pool.phrasings("spoken_qa", "train"))
+    train = {fill(x) for x in pool.phrasings("spoken_qa", "train")}
     assert trained_texts and trained_texts <= train  # the spoken questions' training phrasings
     assert not trained_texts & set().union(*heldout.values())
     assert {

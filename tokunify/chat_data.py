@@ -139,7 +139,8 @@ class Responder:
 
 
 class BundleResponder(Responder):
-    """A tokunify bundle: the user text rendered by the bundle's chat template, the reply's text parts."""
+    """A tokunify bundle: the user text rendered by the bundle's chat template; the reply is
+    generated as text (the template's reply grammar) and its text parts joined."""
 
     kind = "bundle"
 
@@ -149,38 +150,85 @@ class BundleResponder(Responder):
 
     def __init__(self, path: str, device: str, system: str | None, decoding: dict[str, Any]):
         from tokunify.bundle import load
-        from tokunify.chat.templates import template_for
 
         self.bundle = load(path, device=device)
-        self.model = self.bundle.model.eval()
-        self.vocab, self.tok = self.bundle.vocab, self.bundle.tokenizer
-        self.template = template_for(self.bundle)
         self.system, self.decoding, self.device = system, decoding, device
 
     def respond(self, texts: Sequence[str]) -> list[str]:
-        import torch
-
         from tokunify.chat.conversation import Conversation, Message
 
-        prompts = []
-        for t in texts:
-            msgs = ([Message("system", self.system)] if self.system else []) + [Message("user", t)]
-            prompts.append(self.template.prompt(self.vocab, self.tok, Conversation(msgs)))
+        sys = [Message("system", self.system)] if self.system else []
+        convs = [Conversation([*sys, Message("user", t)]) for t in texts]
+        replies = chat_replies(self.bundle, convs, "text", len(convs), self.device, **self.decoding)
+        return [
+            " ".join(p.strip() for p in parts if isinstance(p, str)).strip() for parts, _ in replies
+        ]
+
+
+class _ReplyGrammarProcessor:
+    """A ``LogitsProcessor``: masks what the template's reply grammar forbids, row by row."""
+
+    def __init__(self, grammar: Any, prompt_len: int):
+        self.grammar, self.prompt_len = grammar, prompt_len
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        n = self.grammar.vocab.size  # scores [B, V_model], V_model >= n
+        rows = input_ids[:, self.prompt_len :].tolist()
+        allowed = np.stack([self.grammar.allowed(self.grammar.prefix + r) for r in rows])  # [B, n]
+        scores[:, :n] = scores[:, :n].masked_fill(
+            ~torch.from_numpy(allowed).to(scores.device), float("-inf")
+        )
+        scores[:, n:] = float("-inf")
+        return scores
+
+
+def chat_replies(
+    bundle: Any,
+    convs: Sequence[Any],
+    reply: str = "any",
+    batch_size: int = 16,
+    device: str | Any = "cpu",
+    **decoding: Any,
+) -> list[tuple[list[Any], bool]]:
+    """Batched assistant replies of a bundle to conversations: ``(content parts, hit_limit)`` each.
+
+    Each prompt is the chat template's generation prompt; ``reply`` (``any``, ``text``, ``speech``)
+    picks the template's reply grammar, as :class:`tokunify.chat.session.ChatSession` does for one
+    conversation. Rows are left-padded and decoded together with the KV cache."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    from tokunify.chat.templates import template_for
+
+    v, tok, model = bundle.vocab, bundle.tokenizer, bundle.model.eval()
+    template = template_for(bundle)
+    grammar = template.reply_grammar(v, tok, reply)
+    stops = template.stop_ids(v, tok)
+    cfg = {"do_sample": False, "max_new_tokens": 64, **decoding}
+    out: list[tuple[list[Any], bool]] = []
+    for a in range(0, len(convs), batch_size):
+        prompts = [
+            np.concatenate([template.prompt(v, tok, c), grammar.prefix]).astype(np.int64)
+            for c in convs[a : a + batch_size]
+        ]
         n = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), n), self.vocab.pad, dtype=torch.long)  # [B, n] left-padded
+        ids = torch.full((len(prompts), n), v.pad, dtype=torch.long)  # [B, n] left-padded
         att = torch.zeros_like(ids)
         for i, p in enumerate(prompts):
             ids[i, n - len(p) :] = torch.as_tensor(p)
             att[i, n - len(p) :] = 1
-        stop = self.template.stop_ids(self.vocab, self.tok)
         with torch.inference_mode():
-            out = self.model.generate(input_ids=ids.to(self.device), attention_mask=att.to(self.device),
-                                      eos_token_id=stop, pad_token_id=self.vocab.pad, **self.decoding)  # fmt: skip
-        replies = []
-        for row in out[:, n:].tolist():
-            parts = self.template.parse_reply(self.vocab, self.tok, row)
-            replies.append(" ".join(p.strip() for p in parts if isinstance(p, str)).strip())
-        return replies
+            res = model.generate(input_ids=ids.to(device), attention_mask=att.to(device),
+                                 logits_processor=LogitsProcessorList([_ReplyGrammarProcessor(grammar, n)]),
+                                 eos_token_id=stops, pad_token_id=v.pad, **cfg)  # fmt: skip
+        for row in res[:, n:].tolist():
+            hit = not any(t in stops for t in row)
+            if not hit:
+                row = row[: next(k for k, t in enumerate(row) if t in stops) + 1]
+            out.append((template.parse_reply(v, tok, list(grammar.prefix) + row), hit))
+    return out
 
 
 class HFResponder(Responder):
@@ -408,7 +456,11 @@ class ChatDataWorker:
             reply = [text, SpeechPart(self.stream, spoken[0])]
         if instruction:  # the instruction turn as the instruct_* tasks write it
             conv = instruction_conversation(
-                self.args.instruction_task or "chat", instruction, [speech], reply, system=self.args.system
+                self.args.instruction_task or "chat",
+                instruction,
+                [speech],
+                reply,
+                system=self.args.system,
             )
         else:  # AudioChatLlama: the speech alone
             msgs = [Message("system", self.args.system)] if self.args.system else []

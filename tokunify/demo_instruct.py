@@ -19,9 +19,9 @@ ASR on the offline espeak corpus, measured on held-out voices and held-out phras
    sentences (``instruct_unseen_phrasing``: WER ratios; TTS WER is the bundle's own asr task on the
    generated units); few-shot ASR WER of the stage-1 bundle (``fewshot_asr_wer``).
 
-Replies are decoded greedily in one modality (text for answers and asr, the unit stream for tts):
-the reply's first segment starts with that modality's start marker, as a request for a text or a
-spoken answer does.
+Replies are decoded greedily in one modality (text for answers and asr, speech for tts) under the
+chat template's reply grammar, as ``tokunify chat --reply text|speech`` asks for one
+(:func:`tokunify.chat_data.chat_replies`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +39,12 @@ from tokunify.demo import DemoArgs, front_end, make_step
 
 SETTINGS: dict[str, dict[str, Any]] = {
     # the test suite's end-to-end run
-    "quick": dict(utts=300, test=24, k=48, preset="llama-tiny", voices=6, lda_dim=16, s2s_pairs=4,
-                  steps_lm=40, steps_chat=60, batch=8, seq_len=256, lr=3e-3, qa_copies=1, instr=120,
-                  qa_eval=9, asr_eval=8, fewshot_eval=6),
+    "quick": dict(utts=200, test=16, k=32, preset="llama-tiny", voices=4, lda_dim=12, s2s_pairs=4,
+                  steps_lm=15, steps_chat=20, batch=4, seq_len=192, lr=3e-3, qa_copies=1, qa_eval=9,
+                  asr_eval=6, fewshot_eval=4),
     # <= 10 minutes on a 2-core CPU (README)
     "default": dict(utts=4000, test=100, k=128, preset="llama-small", voices=12, lda_dim=32, s2s_pairs=10,
-                    steps_lm=300, steps_chat=600, batch=8, seq_len=512, lr=2e-3, qa_copies=3, instr=1500,
+                    steps_lm=300, steps_chat=600, batch=8, seq_len=512, lr=2e-3, qa_copies=3,
                     qa_eval=60, asr_eval=40, fewshot_eval=30),
 }  # fmt: skip
 HELDOUT_VOICES = ["en-us+m8", "en-us+f5", "en+m6"]
@@ -155,41 +154,23 @@ def train(step: Any, out: Path, s: dict[str, Any], name: str, bundle: Path, stor
 
 
 # ---- data --------------------------------------------------------------------------------------
-def _meta_like(store: Path, rows: int, extra: dict[str, Any]) -> Any:
-    """A conversation store's meta: the utterance store's speech streams, no text_ids."""
-    from tokunify.store import StoreMeta, TokenStore
-
-    src = TokenStore(store).meta
-    return StoreMeta(streams={k: replace(v, dedup=False) for k, v in src.streams.items()}, text_tokenizer=None, manifest=str(store), manifest_rows=rows,
-                     chunk_size=max(rows, 1), extra=extra)  # fmt: skip
-
-
-def _write_store(root: Path, like: Path, records: list[Any], extra: dict[str, Any]) -> None:
-    """Conversation records -> a one-chunk store; speech-free records get empty streams."""
-    from tokunify.store import open_or_create, write_chunk
-
-    meta = _meta_like(like, len(records), extra)
-    for r in records:
-        for name in meta.streams:
-            r.streams.setdefault(name, np.zeros(0, np.uint32))
-    open_or_create(root, meta)
-    write_chunk(root, meta, 0, records, [])
-
-
 def write_fact_stores(out: Path, s: dict[str, Any], seed: int) -> None:
     """Every QA fact of the grammar as a typed chat (user: question, assistant: answer), qa_copies times."""
-    from tokunify.chat.conversation import Conversation, Message
+    from tokunify.chat.conversation import Conversation, Message, write_conversation_store
     from tokunify.corpus.grammar import qa_facts
+    from tokunify.store import StoreMeta
 
-    recs = []
-    for c in range(s["qa_copies"]):
-        for i, (q, a) in enumerate(qa_facts()):
-            conv = Conversation(
-                [Message("user", q), Message("assistant", a)], {"source": "qa_facts"}
-            )
-            recs.append(conv.to_record(f"qa-{i:03d}-{c}"))
-    _write_store(
-        out / "stores" / "qa_text", out / "stores" / "train", recs, {"demo": "typed qa facts"}
+    convs = [
+        (
+            f"qa-{i:03d}-{c}",
+            Conversation([Message("user", q), Message("assistant", a)], {"source": "qa_facts"}),
+        )
+        for c in range(s["qa_copies"])
+        for i, (q, a) in enumerate(qa_facts())
+    ]
+    like = StoreMeta.load(out / "stores" / "train")
+    write_conversation_store(
+        out / "stores" / "qa_text", convs, like, extra={"demo": "typed qa facts"}
     )
 
 
@@ -256,55 +237,24 @@ def _same(a: str, b: str) -> bool:
     return bool(_norm(a)) and _norm(a) == _norm(b)
 
 
-def chat_replies(
-    gen: Any, convs: list[Any], modality: str, batch_size: int = 16, **decoding: Any
-) -> list[Any]:
-    """Batched assistant replies in one modality (``"text"`` or a stream): the chat template's
-    generation prompt plus that modality's start marker, decoded under the modality constraint.
-    Returns the reply segment (local ids) per conversation, or None."""
-    import torch
-    from transformers import LogitsProcessorList
-
-    from tokunify.chat.templates import template_for
-    from tokunify.formats import FormatError, parse_sequence
-    from tokunify.generate.constraints import ModalityConstraint
-
-    v, tok = gen.vocab, gen.bundle.tokenizer
-    template = template_for(gen.bundle)
-    start = v.text_start if modality == "text" else v.stream_start(modality)
-    cfg = {"do_sample": False, "max_new_tokens": 64, **decoding}
-    out: list[Any] = []
-    for a in range(0, len(convs), batch_size):
-        prompts = [np.append(template.prompt(v, tok, c), start) for c in convs[a : a + batch_size]]
-        n = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), n), v.pad, dtype=torch.long)  # [B, n] left-padded
-        att = torch.zeros_like(ids)
-        for i, p in enumerate(prompts):
-            ids[i, n - len(p) :] = torch.as_tensor(p)
-            att[i, n - len(p) :] = 1
-        constraint = ModalityConstraint(v, modality, n, None, gen.device)
-        with torch.inference_mode():
-            res = gen.model.generate(input_ids=ids.to(gen.device), attention_mask=att.to(gen.device),
-                                     logits_processor=LogitsProcessorList([constraint]), eos_token_id=v.eos,
-                                     pad_token_id=v.pad, **cfg)  # fmt: skip
-        for row in res[:, n:].tolist():
-            body = [start, *row]
-            if v.eos in body:
-                body = body[: body.index(v.eos)]
-            try:
-                segs = parse_sequence(v, np.asarray(body)).segments
-            except FormatError:
-                segs = []
-            out.append(segs[0] if segs else None)
-    return out
+def _text(parts: list[Any]) -> str:
+    return " ".join(p.strip() for p in parts if isinstance(p, str)).strip()
 
 
-def _text(gen: Any, seg: Any) -> str:
-    if seg is None:
-        return ""
-    return gen.bundle.tokenizer.decode(
-        np.asarray(seg.ids).tolist(), skip_special_tokens=True
-    ).strip()
+def _speech(parts: list[Any]) -> np.ndarray:
+    from tokunify.chat.conversation import SpeechPart
+
+    ids = [p.ids for p in parts if isinstance(p, SpeechPart) and p.ids is not None]
+    return np.concatenate(ids, axis=-1) if ids else np.zeros(0, np.int64)
+
+
+def replies(gen: Any, convs: list[Any], reply: str, **decoding: Any) -> list[list[Any]]:
+    """The bundle's replies (content parts) in one modality, greedy unless ``decoding`` says otherwise."""
+    from tokunify.chat_data import chat_replies
+
+    return [
+        parts for parts, _ in chat_replies(gen.bundle, convs, reply, 16, gen.device, **decoding)
+    ]
 
 
 def spoken_qa(bundle: Path, heldout: Path, train_questions: Path, seed: int) -> dict[str, Any]:
@@ -328,8 +278,8 @@ def spoken_qa(bundle: Path, heldout: Path, train_questions: Path, seed: int) -> 
         for p, r in zip(phrasings, recs, strict=True)
     ]
     typed = [Conversation([Message("user", str(r.text))]) for r in recs]
-    heard = [_text(gen, x) for x in chat_replies(gen, spoken, "text", max_new_tokens=24)]
-    read = [_text(gen, x) for x in chat_replies(gen, typed, "text", max_new_tokens=24)]
+    heard = [_text(x) for x in replies(gen, spoken, "text", max_new_tokens=24)]
+    read = [_text(x) for x in replies(gen, typed, "text", max_new_tokens=24)]
     want = [r.meta["answer"] for r in recs]
     ok = [_same(h, w) for h, w in zip(heard, want, strict=True)]
     unseen = [o for o, r in zip(ok, recs, strict=True) if _norm(r.text or "") not in spoken_texts]
@@ -386,7 +336,7 @@ def unseen_phrasing(bundle: Path, test: Path, n: int, seed: int) -> dict[str, An
         instruction_conversation("asr", pool.sample("asr", "heldout", rng), SpeechPart("units", u))
         for u in units
     ]
-    asr_instr = [_text(gen, x) for x in chat_replies(gen, convs, "text", max_new_tokens=64)]
+    asr_instr = [_text(x) for x in replies(gen, convs, "text", max_new_tokens=64)]
     tts_cfg = {k: v for k, v in TTSFormat.preset.items() if k != "max_new_tokens"}
     torch.manual_seed(seed)
     tts_tag = [
@@ -395,10 +345,7 @@ def unseen_phrasing(bundle: Path, test: Path, n: int, seed: int) -> dict[str, An
     ]
     convs = [instruction_conversation("tts", pool.sample("tts", "heldout", rng), t) for t in refs]
     torch.manual_seed(seed)
-    tts_instr = [
-        x.ids if x is not None else np.zeros(0, np.int64)
-        for x in chat_replies(gen, convs, "units", max_new_tokens=400, **tts_cfg)
-    ]
+    tts_instr = [_speech(x) for x in replies(gen, convs, "speech", max_new_tokens=400, **tts_cfg)]
     out: dict[str, Any] = {
         "n": len(recs),
         "tts_measure": "the bundle's asr task on the generated units (no vocoder)",
