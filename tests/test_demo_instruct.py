@@ -43,25 +43,26 @@ def test_quick_instruct_demo(tmp_path):
         )
     assert set(m["fewshot_asr_wer"]) == {str(k) for k in FEWSHOT_K}
     assert all(w >= 0 and math.isfinite(w) for w in m["fewshot_asr_wer"].values())
-    modal = m["modal_data"]
-    assert modal["conversations"] > 0 and _rate(modal["answers_correct"])
+    modal = m["modal_data"]  # every training question became a conversation or a reject
+    n_questions = len(TokenStore(out / "stores" / "train_questions"))
+    assert modal["conversations"] + modal["rejects"] == n_questions > 0
+    assert _rate(modal["answers_correct"])
     # held out: the test voices and phrasings were never trained on
     pool = InstructionPool.load()
-    heldout = {
-        t: {fill(x) for x in pool.phrasings(t, "heldout")} for t in ("spoken_qa", "asr", "tts")
-    }
+    heldout = {fill(x) for x in pool.phrasings("spoken_qa", "heldout")}
+    train = {fill(x) for x in pool.phrasings("spoken_qa", "train")}
     train_voices = set(TRAIN_VOICES)
     assert m["qa_examples"] and all(e["voice"] not in train_voices for e in m["qa_examples"])
-    assert all(e["phrasing"] in heldout["spoken_qa"] for e in m["qa_examples"])
-    trained_texts = set()
-    for name in ("chat_modal",):
-        st = TokenStore(out / "stores" / name)
-        for i in range(len(st)):
-            for msg in st[i].meta["messages"]:
-                trained_texts |= {p["text"].strip() for p in msg["content"] if "text" in p}
-    train = {fill(x) for x in pool.phrasings("spoken_qa", "train")}
-    assert trained_texts and trained_texts <= train  # the spoken questions' training phrasings
-    assert not trained_texts & set().union(*heldout.values())
+    assert all(e["phrasing"] in heldout for e in m["qa_examples"])
     assert {
         r.speaker for r in TokenStore(out / "stores" / "train").iterate(shuffle=False)
     } <= train_voices
+    # the modal-invariance conversations draw training phrasings only
+    prov = json.loads((out / "stores" / "chat_modal" / "store.json").read_text())["extra"][
+        "chat_data"
+    ]
+    assert prov["settings"]["instruction_task"] == "spoken_qa"
+    assert prov["settings"]["instruction_split"] == "train"
+    assert prov["model"] == str(out / "lm" / "final")
+    st = TokenStore(out / "stores" / "chat_modal")
+    assert {st[i].meta["conversation"]["instruction"] for i in range(len(st))} <= train
