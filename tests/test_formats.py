@@ -179,7 +179,8 @@ def test_unknown_task():
 
 def test_every_task_has_a_format():
     assert set(FORMATS) == {"text", "speech", "asr", "tts", "s2s", "continue", "interleave", "chat",
-                            "instruct_asr", "instruct_tts", "instruct_s2s", "instruct_continue"}  # fmt: skip
+                            "instruct_asr", "instruct_tts", "instruct_s2s", "instruct_continue",
+                            "synth_interleave"}  # fmt: skip
 
 
 def words_utt(n: int = 12) -> Utterance:
@@ -287,11 +288,9 @@ def test_generation_facts_come_from_the_task():
     v = make_vocab()
     assert generation_tasks() == ["text", "continue", "asr", "tts", "s2s"]
     assert find_task("speech", "text", v) == "asr" and find_task("text", "speech", v) == "tts"
-    outputs = {t: make_task(t, v).output_modality for t in FORMATS}
+    outputs = {t: make_task(t, v).output_modality for t in v.tasks}  # tasks with a tag in v
     assert outputs == {"text": "text", "speech": "speech", "continue": "speech", "asr": "text",
-                       "tts": "speech", "s2s": "speech", "interleave": None, "chat": None,
-                       "instruct_asr": None, "instruct_tts": None, "instruct_s2s": None,
-                       "instruct_continue": None}  # fmt: skip
+                       "tts": "speech", "s2s": "speech", "interleave": None}  # fmt: skip
     u = utt()
     cont = make_task("continue", v, TaskOptions(stream="codec"))
     p = cont.prompt(u)

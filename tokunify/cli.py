@@ -133,6 +133,11 @@ COMMANDS: dict[str, Command] = {
         "tokunify.tokenize_job:run_tokenize",
         "Tokenize a manifest into a sharded token store.",
     ),
+    "synth-interleave": Command(
+        "tokunify.generate.synth_interleave:SynthInterleaveArgs",
+        "tokunify.generate.synth_interleave:run_synth_interleave",
+        "Synthetic interleaved text/speech documents from text (a bundle's TTS; GLM-4-Voice recipe).",
+    ),
     "merge-stores": Command(
         "tokunify.store.commands:MergeArgs",
         "tokunify.store.commands:run_merge",

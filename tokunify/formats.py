@@ -34,6 +34,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -49,6 +50,10 @@ class FormatError(ValueError):
 
 DEFAULT_PAIR_KEY = "s2s_target"
 """Default manifest field naming the target utterance of an s2s pair."""
+
+DOC_KIND_KEY = "doc_kind"
+"""Record metadata field naming a record that is not a plain utterance (e.g. a synthetic
+interleaved document); only tasks listing that kind in :attr:`TaskFormat.doc_kinds` read it."""
 
 
 class RecordLike(Protocol):
@@ -261,6 +266,9 @@ class TaskFormat(ABC):
     """Renames of the metric's result fields for this task (result keys are ``{task}_{field}``)."""
     eval_by_default: ClassVar[bool] = True
     """Whether `tokunify eval` runs the task's metric when no --tasks are given."""
+    doc_kinds: ClassVar[tuple[str | None, ...]] = (None,)
+    """Record kinds (metadata ``doc_kind``) the task reads; None: plain utterances. A synthetic
+    document's stream holds only its speech spans, so no utterance task may take it for one."""
 
     @classmethod
     def from_options(cls, vocab: UnifiedVocab, options: TaskOptions) -> TaskFormat:
@@ -301,7 +309,8 @@ class TaskFormat(ABC):
         """Whether the task can build an example from this record (see :attr:`requires`)."""
         need = self.requires
         return (
-            ("text" not in need or has_text(r))
+            (r.meta or {}).get(DOC_KIND_KEY) in self.doc_kinds
+            and ("text" not in need or has_text(r))
             and ("speech" not in need or self.frames(r) >= self.min_frames)
             and ("words" not in need or bool(r.words))
         )
@@ -728,6 +737,56 @@ class InterleaveFormat(TaskFormat):
         return self.parse_checked(ids).segments
 
 
+class SynthInterleaveFormat(TaskFormat):
+    """Synthetic interleaved documents (the GLM-4-Voice recipe, ``tokunify synth-interleave``):
+    text spans and speech spans whose units a TTS model generated, in the store's order.
+
+    The record's words carry the spans: a word of a speech span owns a slice of the units, a word
+    of a text span none. Consecutive words of one modality make one segment; every token after the
+    task tag is trained on. Words ``the|cat|sat`` (text ids ``[5]``, ``[6]``, ``[7]``) where
+    ``cat sat`` is a speech span with units ``[2, 2]`` + ``[4]``::
+
+        [bos, task:synth_interleave, text_start, T:5, text_end, units_start, u:2, u:2, u:4, units_end, eos]
+
+    Only records with ``doc_kind: synth_interleave`` are eligible (and no other task reads them).
+    """
+
+    task = "synth_interleave"
+    target_modality = None
+    requires = ("words",)
+    doc_kinds = ("synth_interleave",)
+
+    def __init__(self, vocab: UnifiedVocab, stream: str | None = None, loss_on_input: bool = True):
+        super().__init__(vocab, stream, loss_on_input)
+
+    @classmethod
+    def from_options(cls, vocab, options):
+        return cls(vocab, options.stream)  # always trains on every segment
+
+    def _modality(self, w: Word) -> str:
+        units = w.speech.get(self.stream)
+        return self.stream if units is not None and np.asarray(units).shape[-1] > 0 else "text"
+
+    def targets(self, utt, target, rng):
+        if not utt.words:
+            raise FormatError(
+                "synth_interleave needs the record's words (utterance.words is empty)"
+            )
+        segs: list[tuple[str, np.ndarray]] = []
+        for modality, group in groupby(utt.words, key=self._modality):
+            words = list(group)
+            if modality == "text":
+                ids = [np.asarray(w.text, dtype=np.int64) for w in words]
+                segs.append(("text", np.concatenate(ids)))
+            else:
+                parts = [np.asarray(w.speech[self.stream], dtype=np.int64) for w in words]
+                segs.append((modality, np.concatenate(parts, axis=-1)))
+        return segs
+
+    def parse(self, ids):
+        return self.parse_checked(ids).segments
+
+
 Task = TaskFormat
 
 FORMATS: dict[str, type[TaskFormat]] = {}
@@ -758,6 +817,7 @@ for _cls in (
     TTSFormat,
     S2SFormat,
     InterleaveFormat,
+    SynthInterleaveFormat,
 ):
     register_task(_cls)
 

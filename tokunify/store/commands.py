@@ -80,7 +80,7 @@ def stream_stats(store: TokenStore) -> dict[str, dict[str, float]]:
             "tokens": float(counts.sum()),
             "mean_len": float(lengths_a.mean()) if len(lengths_a) else 0.0,
             "max_len": float(lengths_a.max()) if len(lengths_a) else 0.0,
-            "tokens_per_s": float(counts.sum() / max(store.seconds, 1e-9)),
+            "tokens_per_s": float(counts.sum() / store.seconds) if store.seconds > 0 else np.nan,
             "used": float((counts > 0).sum()) / info.cardinality,
             "entropy_bits": float(-(p * np.log2(p)).sum()) if len(p) else 0.0,
         }
@@ -110,6 +110,12 @@ def run_inspect(args: InspectArgs) -> dict[str, Any]:
             f"{s['tokens']:.0f} tokens, {s['mean_len']:.1f} per utt (max {s['max_len']:.0f}), "
             f"{s['tokens_per_s']:.1f} per audio s, {100 * s['used']:.0f}% of ids used, entropy {s['entropy_bits']:.2f} bits"
         )
+    spans = None
+    if "synth_interleave" in m.extra:  # documents of `tokunify synth-interleave`
+        from tokunify.synth_interleave import format_span_stats, span_stats
+
+        spans = span_stats(store)
+        print(format_span_stats(spans))
     text_tok = None
     if m.text_tokenizer:
         try:
@@ -132,4 +138,5 @@ def run_inspect(args: InspectArgs) -> dict[str, Any]:
             d = r.durations.get(name)
             dur = f" durations {d[:12].tolist()}" if d is not None else ""
             print(f"      {name} {list(ids.shape)}: {ids.reshape(-1)[:16].tolist()}...{dur}")
-    return {"utterances": len(store), "hours": store.seconds / 3600, "streams": stats}
+    out = {"utterances": len(store), "hours": store.seconds / 3600, "streams": stats}
+    return out if spans is None else {**out, "spans": spans}

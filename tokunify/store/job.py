@@ -17,13 +17,15 @@ into store records and rejects (:class:`ChunkProcessor`). :func:`run_store_job` 
 
 Example (a job that stores each row's text)::
 
-    class Upper:
+    class Upper:                              # top level: picklable for --workers
+        def __init__(self, device: str): ...  # load models here, once per process
         def process(self, chunk, rows):
             return [Record(id=r, text=r.upper(), ...) for r in rows], []
 
     meta = StoreMeta(streams={}, text_tokenizer=None, manifest="words.txt",
                      manifest_rows=len(rows), chunk_size=100)
-    result = run_store_job("out/", meta, rows, lambda device: Upper(), JobOptions(workers=2))
+    result = run_store_job("out/", meta, rows, Upper, JobOptions(workers=2))
+    print(result.summary())  # rows, rejects, chunks, chunks_skipped, slice, complete, ...
 
 The factory must be picklable when ``workers > 1`` (a top-level class or a ``functools.partial``
 of one), and so must the rows.
