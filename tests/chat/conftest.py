@@ -84,13 +84,10 @@ FAMILIES: dict[str, tuple[str | None, list[str], str, str]] = {
 UNITS_K = 12
 
 
-def build_tokenizer(family: str, streams: tuple = ("units",)) -> tuple[Any, UnifiedVocab]:
-    """A byte-level BPE tokenizer with ``family``'s special tokens and chat template, extended
-    with a vocab of a 12-unit stream (and a 2 x 8 codec stream when asked)."""
+def base_tokenizer(family: str) -> Any:
+    """A byte-level BPE tokenizer with ``family``'s special tokens and chat template."""
     from tokenizers import ByteLevelBPETokenizer
     from transformers import PreTrainedTokenizerFast
-
-    from tokunify.extend import add_vocab_tokens
 
     template, specials, bos, eos = FAMILIES[family]
     bpe = ByteLevelBPETokenizer()
@@ -98,6 +95,15 @@ def build_tokenizer(family: str, streams: tuple = ("units",)) -> tuple[Any, Unif
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=bos, eos_token=eos)
     if template is not None:
         tok.chat_template = template
+    return tok
+
+
+def build_tokenizer(family: str, streams: tuple = ("units",)) -> tuple[Any, UnifiedVocab]:
+    """:func:`base_tokenizer` extended with a vocab of a 12-unit stream (and a 2 x 8 codec stream
+    when asked)."""
+    from tokunify.extend import add_vocab_tokens
+
+    tok = base_tokenizer(family)
     specs = [units_stream("units", UNITS_K)]
     if "codec" in streams:
         specs.append(codec_stream("codec", 2, 8, layout="delay"))

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tokunify.chat.conversation import SpeechPart
+from tokunify.chat.instructions import InstructionPool, instruction_conversation
 from tokunify.chat.session import ChatSession
 from tokunify.chat.templates import DefaultTemplate
 
@@ -56,6 +58,12 @@ def test_speech_and_text_replies(voc_bundle, tmp_path):
     assert chat.conversation.messages[0].speech[0].ids.tolist() == [1, 2, 3]
     chat.reset()
     assert chat.conversation.messages == []
+    # an instruction turn with a held-out phrasing, answered without touching the history
+    pool = InstructionPool.load()
+    ask = pool.sample("asr", "heldout", np.random.default_rng(0))
+    r = chat.respond(instruction_conversation("asr", ask, SpeechPart("units", np.array([4, 5]))))
+    assert not r.speech and chat.conversation.messages == []
+    assert ask in chat.tokenizer.decode(chat.prompts[-1].tolist())
 
 
 def test_bad_turn_is_refused(voc_bundle, tmp_path):
@@ -82,3 +90,34 @@ def test_cli_reads_turns_from_stdin(voc_bundle, wav, tmp_path):
     history = json.loads((out / "conversation.json").read_text())["messages"]
     assert [m["role"] for m in history] == ["system", "user", "assistant", "user", "assistant"]
     assert history[1]["content"] == ["hello there"] and history[3]["content"][0]["frames"] > 0
+
+
+def test_a_base_model_with_its_own_chat_template_chats(tmp_path):
+    """A tiny Llama "instruct" model whose tokenizer ships the Llama-3 template, extended by
+    `tokunify extend`: the bundle keeps the template and the session renders through it."""
+    import torch
+    from conftest import base_tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tokunify.chat.templates import Llama3Template
+    from tokunify.cli import main
+
+    base = tmp_path / "base"
+    t = base_tokenizer("llama3")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(t), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
+    LlamaForCausalLM(cfg).save_pretrained(base)
+    t.save_pretrained(base)
+    assert main(["extend", str(base), "--units", "12", "--out", str(tmp_path / "bundle")]) == 0
+    chat = ChatSession(tmp_path / "bundle", reply="speech", max_new_tokens=10, do_sample=False)
+    assert isinstance(chat.template, Llama3Template)
+    chat.say("hello there")
+    r = chat.say(np.array([3, 4, 5]))
+    text = chat.tokenizer.decode(chat.prompts[1].tolist())
+    assert text.startswith(
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhello there<|eot_id|>"
+    )
+    assert "<|units_start|><|units:3|><|units:4|><|units:5|><|units_end|><|eot_id|>" in text
+    assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n<|units_start|>")
+    assert r.speech and all(p.stream == "units" for p in r.speech)  # opened by the grammar's prefix

@@ -142,3 +142,48 @@ def test_unknown_role_in_loss_on_is_refused():
     tok, vocab = build_tokenizer("none")
     with pytest.raises(FormatError, match="roles"):
         DefaultTemplate().render(vocab, tok, conversation_without_codec(), loss_on=("bot",))
+
+
+def test_reply_grammar():
+    tok, vocab = build_tokenizer("none", ("units", "codec"))
+    g = DefaultTemplate().reply_grammar(vocab, tok, "any")
+    us, ue, u3 = (
+        vocab.stream_start("units"),
+        vocab.stream_end("units"),
+        vocab.stream_range("units")[0] + 3,
+    )
+    first = g.allowed([])
+    assert first[vocab.text_start] and first[us] and not first[vocab.eos] and not first[5]
+    inside = g.allowed([us, u3])
+    assert inside[u3] and inside[ue] and not inside[vocab.text_end] and not inside[5]
+    assert not inside[vocab.stream_range("codec")[0]]  # another stream's ids
+    in_text = g.allowed([vocab.text_start])
+    assert (
+        in_text[5]
+        and in_text[vocab.text_end]
+        and not in_text[tok.convert_tokens_to_ids("<|endoftext|>")]
+    )
+    after = g.allowed([us, u3, ue])
+    assert after[vocab.eos] and after[vocab.text_start]
+    text = DefaultTemplate().reply_grammar(vocab, tok, "text")
+    assert (
+        text.allowed([]).sum() == 1
+        and text.allowed([vocab.text_start, 5, vocab.text_end]).sum() == 1
+    )
+    tok, vocab = build_tokenizer("llama3")
+    us, ue = vocab.stream_start("units"), vocab.stream_end("units")
+    free = template_for(tok).reply_grammar(vocab, tok, "speech")
+    assert free.prefix == [us] and not free.allowed([us])[5] and free.allowed([])[5]
+    assert free.allowed([us, ue]).tolist() == free.stops.tolist()  # one speech span, then stop
+    anyway = template_for(tok).reply_grammar(vocab, tok, "any").allowed([])
+    assert anyway[tok.convert_tokens_to_ids("<|eot_id|>")] and anyway[us]
+    assert not anyway[tok.convert_tokens_to_ids("<|start_header_id|>")] and not anyway[vocab.bos]
+    with pytest.raises(FormatError, match="eot_id"):
+        template_for(tok).stop_ids(vocab, build_tokenizer("none")[0])
+
+
+def test_vocab_token_strings_in_text_are_refused():
+    tok, vocab = build_tokenizer("none")
+    conv = Conversation([Message("user", "hello <|eos|> there")])
+    with pytest.raises(FormatError, match="SpeechPart"):
+        DefaultTemplate().render(vocab, tok, conv)

@@ -18,6 +18,23 @@ from tokunify.chat.conversation import (
     Message,
     SpeechPart,
     is_conversation,
+    write_conversation_store,
 )
+from tokunify.chat.instructions import InstructionPool, instruction_conversation
+from tokunify.chat.templates import ChatTemplate, get_template, register_template, template_for
 
-__all__ = ["ROLES", "Conversation", "ConversationError", "Message", "SpeechPart", "is_conversation"]
+__all__ = [
+    "ROLES",
+    "ChatTemplate",
+    "Conversation",
+    "ConversationError",
+    "InstructionPool",
+    "Message",
+    "SpeechPart",
+    "get_template",
+    "instruction_conversation",
+    "is_conversation",
+    "register_template",
+    "template_for",
+    "write_conversation_store",
+]

@@ -95,6 +95,7 @@ class ChatSession:
         self.decoding = {**DEFAULT_DECODING, "max_new_tokens": max_new_tokens, **decoding}
         self.conversation = Conversation([Message("system", system)] if system else [])
         self.prompts: list[np.ndarray] = []  # the prompt of every reply, for inspection
+        self._wavs = 0
 
     # ---- one turn ------------------------------------------------------------------------------
     def user_part(self, turn: str | Path | np.ndarray | SpeechPart) -> Part:
@@ -116,16 +117,17 @@ class ChatSession:
     def say(self, turn: str | Path | np.ndarray | SpeechPart) -> Reply:
         """Add a user turn, generate the assistant's reply, keep both in the history."""
         self.conversation.append("user", [self.user_part(turn)])
-        reply = self.reply()
+        reply = self.respond(self.conversation)
         self.conversation.append("assistant", reply.content)
         return reply
 
     @torch.inference_mode()
-    def reply(self) -> Reply:
-        """Generate the assistant's turn for the conversation so far (the history is not changed)."""
+    def respond(self, conversation: Conversation) -> Reply:
+        """Generate the assistant's next turn for any conversation (e.g. an instruction turn from
+        :func:`~tokunify.chat.instructions.instruction_conversation`); the history is not changed."""
         prompt = np.concatenate(
             [
-                self.template.prompt(self.vocab, self.tokenizer, self.conversation),
+                self.template.prompt(self.vocab, self.tokenizer, conversation),
                 self.grammar.prefix,
             ]
         ).astype(np.int64)
@@ -160,8 +162,8 @@ class ChatSession:
         except BundleError as e:
             raise BundleError(f"the reply is speech, but it cannot be vocoded: {e}") from None
         self.out.mkdir(parents=True, exist_ok=True)
-        turn = sum(m.role == "assistant" for m in self.conversation.messages) + 1
-        path = self.out / f"reply-{turn:03d}.wav"
+        self._wavs += 1
+        path = self.out / f"reply-{self._wavs:03d}.wav"
         sf.write(path, audio, self.gen.sample_rate)
         return path
 

@@ -28,7 +28,7 @@ from tokunify.chat.conversation import (
     is_conversation,
 )
 from tokunify.chat.instructions import InstructionPool, instruction_conversation
-from tokunify.chat.templates import DEFAULT_LOSS_ON, ChatTemplate, template_for
+from tokunify.chat.templates import DEFAULT_LOSS_ON, ChatTemplate, decode_text, template_for
 from tokunify.formats import (
     FormatError,
     RecordLike,
@@ -190,7 +190,7 @@ class InstructFormat(ChatFormat):
 
     def _part(self, modality: str, local: np.ndarray) -> Part:
         if modality == "text":
-            return self.tokenizer.decode(np.asarray(local).tolist(), skip_special_tokens=True)
+            return decode_text(self.tokenizer, np.asarray(local).tolist(), True)
         return SpeechPart(modality, np.asarray(local))
 
     def conversation_of(

@@ -64,6 +64,14 @@ def _tokenizer_of(x: Any) -> Any:
     return getattr(x, "tokenizer", x)
 
 
+def decode_text(tokenizer: Any, ids: list[int], skip_special: bool = False) -> str:
+    """Text of ids exactly as the tokenizer decodes them (no clean-up of spaces before punctuation,
+    which transformers 4.x applies by default for some tokenizers)."""
+    return tokenizer.decode(
+        ids, skip_special_tokens=skip_special, clean_up_tokenization_spaces=False
+    )
+
+
 def _check_loss_on(loss_on: LossOn) -> tuple[str, ...]:
     bad = [r for r in loss_on if r not in ROLES]
     if bad:
@@ -149,6 +157,16 @@ class ChatTemplate(ABC):
         """Content parts of a generated assistant turn (what follows :meth:`prompt`), tolerating a
         turn cut by the length limit."""
 
+    def reply_grammar(
+        self, vocab: UnifiedVocab, tokenizer: Any, reply: str = "any"
+    ) -> ReplyGrammar:
+        """What a generated assistant turn may contain (see :class:`ReplyGrammar`); free text
+        with speech spliced in, as the model's own template allows."""
+        return ReplyGrammar(
+            vocab, reply, self.stop_ids(vocab, tokenizer), structured=False,
+            banned=base_special_ids(vocab, tokenizer),
+        )  # fmt: skip
+
 
 # ---- the default template ------------------------------------------------------------------
 class DefaultTemplate(ChatTemplate):
@@ -160,11 +178,17 @@ class DefaultTemplate(ChatTemplate):
         self.task_tag = task_tag
         """Put ``<|task:T|>`` after ``<|bos|>`` when ``conv.meta["task"]`` is a tag of the vocab."""
 
-    def _text(self, tokenizer: Any, text: str) -> np.ndarray:
-        return np.asarray(tokenizer.encode(text, add_special_tokens=False), dtype=np.int64)
+    def _text(self, vocab: UnifiedVocab, tokenizer: Any, text: str) -> np.ndarray:
+        ids = np.asarray(tokenizer.encode(text, add_special_tokens=False), dtype=np.int64)
+        if ids.size and ids.max() >= vocab.text_size:
+            raise FormatError(
+                f"text {text[:40]!r} holds token strings of the speech vocabulary (e.g. <|eos|>); "
+                "speech goes in a SpeechPart"
+            )
+        return ids
 
     def _header(self, vocab: UnifiedVocab, tokenizer: Any, role: str) -> np.ndarray:
-        return encode_segment(vocab, "text", self._text(tokenizer, role))
+        return encode_segment(vocab, "text", self._text(vocab, tokenizer, role))
 
     def _head(self, vocab: UnifiedVocab, conv: Conversation) -> np.ndarray:
         task = conv.meta.get("task")
@@ -174,7 +198,7 @@ class DefaultTemplate(ChatTemplate):
 
     def _content(self, vocab: UnifiedVocab, tokenizer: Any, m: Message) -> np.ndarray:
         segs = [
-            encode_segment(vocab, "text", self._text(tokenizer, p))
+            encode_segment(vocab, "text", self._text(vocab, tokenizer, p))
             if isinstance(p, str)
             else encode_segment(vocab, p.stream, p.ids)
             for p in m.content
@@ -201,7 +225,9 @@ class DefaultTemplate(ChatTemplate):
         return [vocab.eos]
 
     def reply_grammar(self, vocab, tokenizer, reply="any"):
-        return ReplyGrammar(vocab, reply, stops=[vocab.eos], structured=True)
+        return ReplyGrammar(
+            vocab, reply, [vocab.eos], structured=True, banned=base_special_ids(vocab, tokenizer)
+        )
 
     def _segments(
         self, vocab: UnifiedVocab, tokenizer: Any, ids: np.ndarray, i: int, strict: bool
@@ -245,10 +271,7 @@ class DefaultTemplate(ChatTemplate):
         return out, n
 
     def _parts(self, tokenizer: Any, segs: list[tuple[str, Any]]) -> list[Part]:
-        return [
-            tokenizer.decode(x.tolist(), skip_special_tokens=False) if m == "text" else x
-            for m, x in segs
-        ]
+        return [decode_text(tokenizer, x.tolist(), False) if m == "text" else x for m, x in segs]
 
     def parse(self, vocab, tokenizer, ids):
         ids = np.asarray(ids, dtype=np.int64)
@@ -265,7 +288,7 @@ class DefaultTemplate(ChatTemplate):
                 raise FormatError(
                     f"a turn must start with its role as a text segment (before position {i})"
                 )
-            role = tokenizer.decode(segs[0][1].tolist(), skip_special_tokens=False).strip()
+            role = decode_text(tokenizer, segs[0][1].tolist(), False).strip()
             if role not in ROLES:
                 raise FormatError(f"turn header {role!r} is not a role {ROLES}")
             messages.append(Message(role, self._parts(tokenizer, segs[1:])))
@@ -322,6 +345,9 @@ class JinjaTemplate(ChatTemplate):
         return ids, offsets
 
     def render(self, vocab, tokenizer, conv, loss_on=DEFAULT_LOSS_ON):
+        # transformers' own mask (apply_chat_template(return_assistant_tokens_mask=True)) needs
+        # {% generation %} markers that the shipped Llama/Qwen templates do not have; rendering
+        # growing prefixes works with any template that renders a conversation left to right.
         loss_on = _check_loss_on(loss_on)
         _resolved(conv)
         msgs = self._message_dicts(vocab, tokenizer, conv)
@@ -351,23 +377,35 @@ class JinjaTemplate(ChatTemplate):
 
     def stop_ids(self, vocab, tokenizer):
         tok = self.end_of_turn or tokenizer.eos_token
-        out = [int(tokenizer.convert_tokens_to_ids(tok))] if tok else []
+        vocab_of = tokenizer.get_vocab()
+        if tok and tok not in vocab_of:
+            raise FormatError(f"chat template {self.name!r}: the tokenizer has no {tok!r} token")
+        out = [int(vocab_of[tok])] if tok else []
         if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in out:
             out.append(int(tokenizer.eos_token_id))
+        if not out:
+            raise FormatError(f"chat template {self.name!r}: no end-of-turn or eos token")
         return out
 
     # ---- parsing ----
     def _decode_with_sentinels(
-        self, vocab: UnifiedVocab, tokenizer: Any, ids: np.ndarray
+        self, vocab: UnifiedVocab, tokenizer: Any, ids: np.ndarray, strict: bool = True
     ) -> tuple[str, list[SpeechPart]]:
-        """Decoded text with each speech span replaced by a sentinel, and the spans' parts."""
+        """Decoded text with each speech span replaced by a sentinel, and the spans' parts (not
+        ``strict``: a span that does not parse is dropped)."""
         pieces, speech, i = [], [], 0
         for a, b, s in _speech_spans(vocab, ids):
-            pieces.append(tokenizer.decode(ids[i:a].tolist(), skip_special_tokens=False))
-            pieces.append(_sentinel(len(speech)))
-            speech.append(_speech_part(vocab, ids, a, b, s))
+            pieces.append(decode_text(tokenizer, ids[i:a].tolist(), False))
+            try:
+                part = _speech_part(vocab, ids, a, b, s)
+            except FormatError:
+                if strict:
+                    raise
+            else:
+                pieces.append(_sentinel(len(speech)))
+                speech.append(part)
             i = b
-        pieces.append(tokenizer.decode(ids[i:].tolist(), skip_special_tokens=False))
+        pieces.append(decode_text(tokenizer, ids[i:].tolist(), False))
         return "".join(pieces), speech
 
     @staticmethod
@@ -382,7 +420,9 @@ class JinjaTemplate(ChatTemplate):
         return out
 
     def turns(self, tokenizer: Any, text: str) -> list[tuple[str, str]]:
-        """``(role, content)`` of every turn of a rendered conversation (family specific)."""
+        """``(role, content)`` of every turn of a rendered conversation (family specific: Jinja
+        templates only render, and no library parses their output back, hence one small regex
+        per family)."""
         raise FormatError(
             "this tokenizer's chat template has no registered parser (known families: "
             f"{[n for n, t in TEMPLATES.items() if isinstance(t, JinjaTemplate) and type(t) is not JinjaTemplate]})"
@@ -400,7 +440,7 @@ class JinjaTemplate(ChatTemplate):
         ids = np.asarray(ids, dtype=np.int64)
         stops = set(self.stop_ids(vocab, tokenizer))
         cut = next((k for k, t in enumerate(ids.tolist()) if t in stops), len(ids))
-        text, speech = self._decode_with_sentinels(vocab, tokenizer, ids[:cut])
+        text, speech = self._decode_with_sentinels(vocab, tokenizer, ids[:cut], strict=False)
         return Message("assistant", self._content(text.strip(), speech)).content
 
 
@@ -467,6 +507,14 @@ class Llama2Template(JinjaTemplate):
 
 
 # ---- what a generated reply may contain ----------------------------------------------------
+def base_special_ids(vocab: UnifiedVocab, tokenizer: Any) -> list[int]:
+    """The base text tokenizer's own special tokens (pad, bos, header tokens, ...): its named
+    specials and its added tokens marked special, below the vocab's text size."""
+    ids = set(tokenizer.all_special_ids)
+    ids |= {int(i) for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if t.special}
+    return sorted(i for i in ids if 0 <= i < vocab.text_size)
+
+
 REPLY_MODES: tuple[str, ...] = ("any", "text", "speech")
 
 
@@ -482,14 +530,24 @@ class ReplyGrammar:
     and ``"text"`` bans stream markers.
     """
 
-    def __init__(self, vocab: UnifiedVocab, reply: str, stops: Sequence[int], structured: bool):
+    def __init__(
+        self,
+        vocab: UnifiedVocab,
+        reply: str,
+        stops: Sequence[int],
+        structured: bool,
+        banned: Sequence[int] = (),
+    ):
+        """``banned``: ids never generated (the text tokenizer's own special tokens: pad, bos,
+        header tokens, ...), except the stop ids."""
         if reply not in REPLY_MODES:
             raise FormatError(f"reply must be one of {REPLY_MODES}, got {reply!r}")
         self.vocab, self.reply, self.structured = vocab, reply, structured
         self.stops = np.zeros(vocab.size, bool)
         self.stops[list(stops)] = True
         self.starts = {vocab.stream_start(s.name): s.name for s in vocab.streams}
-        self.text = vocab.mask("text").numpy()
+        text_specials = self._ids([i for i in banned if 0 <= i < vocab.text_size]) & ~self.stops
+        self.text = vocab.mask("text").numpy() & ~text_specials
         self.body = {
             s.name: vocab.mask(s.name).numpy()
             | self._ids([vocab.empty] if s.kind == "codec" else [])
@@ -499,7 +557,7 @@ class ReplyGrammar:
         self.prefix = (
             [speech] if (reply == "speech" and not structured and speech is not None) else []
         )
-        free = ~vocab.mask("special", "task", "reserved").numpy() | self.stops
+        free = (~vocab.mask("special", "task", "reserved").numpy() & ~text_specials) | self.stops
         if reply == "text":
             free &= ~vocab.mask("marker").numpy()
         self.free = free
@@ -511,15 +569,15 @@ class ReplyGrammar:
 
     def allowed(self, generated: Sequence[int]) -> np.ndarray:
         """``[V]`` bool: the ids allowed after ``generated`` (the reply's ids so far)."""
-        if not self.structured:
-            return self.free
         v = self.vocab
         inside: str | None = None  # "text", a stream name, or None between segments
         done = 0
         for t in generated:
             t = int(t)
             if inside is None:
-                inside = "text" if t == v.text_start else self.starts.get(t)
+                inside = self.starts.get(t)
+                if self.structured and t == v.text_start:
+                    inside = "text"
             elif (inside == "text" and t == v.text_end) or (
                 inside != "text" and t == v.stream_end(inside)
             ):
@@ -528,6 +586,8 @@ class ReplyGrammar:
             return self.text | self._ids([v.text_end])
         if inside is not None:
             return self.body[inside] | self._ids([v.stream_end(inside)])
+        if not self.structured:  # free text between speech spans; a speech reply is one span
+            return self.stops if (self.reply == "speech" and done) else self.free
         if self.reply == "any":
             opens = self._ids([v.text_start, *self.starts])
             return opens | self.stops if done else opens
@@ -593,6 +653,7 @@ __all__ = [
     "Llama2Template",
     "Llama3Template",
     "ReplyGrammar",
+    "decode_text",
     "get_template",
     "register_template",
     "template_for",
