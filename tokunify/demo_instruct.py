@@ -4,7 +4,7 @@ ASR on the offline espeak corpus, measured on held-out voices and held-out phras
 1. The demo's front end (:func:`tokunify.demo.front_end`): corpus, text tokenizer, mel-LDA units,
    stores, an untrained from-scratch bundle.
 2. **Stage 1, `lm`**: speech LM + text LM on the corpus, plus the corpus's question-answer facts as
-   *typed* chats (:func:`tokunify.corpus.grammar.qa_facts`): the text side learns the facts from
+   *typed* chats (:func:`tokunify.corpus.facts.all_facts`): the text side learns the facts from
    text. No task pairs speech with text, so few-shot ASR on this bundle (k = 0, 1, 4 examples from
    the training store before each held-out utterance) shows whether in-context ASR emerges.
 3. **Modal-invariance data**: ``make-chat-data`` runs the stage-1 bundle on the *transcripts* of
@@ -157,16 +157,16 @@ def train(step: Any, out: Path, s: dict[str, Any], name: str, bundle: Path, stor
 def write_fact_stores(out: Path, s: dict[str, Any], seed: int) -> None:
     """Every QA fact of the grammar as a typed chat (user: question, assistant: answer), qa_copies times."""
     from tokunify.chat.conversation import Conversation, Message, write_conversation_store
-    from tokunify.corpus.grammar import qa_facts
+    from tokunify.corpus.facts import all_facts
     from tokunify.store import StoreMeta
 
     convs = [
         (
             f"qa-{i:03d}-{c}",
-            Conversation([Message("user", q), Message("assistant", a)], {"source": "qa_facts"}),
+            Conversation([Message("user", q), Message("assistant", a)], {"source": "corpus facts"}),
         )
         for c in range(s["qa_copies"])
-        for i, (q, a) in enumerate(qa_facts())
+        for i, (q, a) in enumerate((f.question, f.answer) for f in all_facts())
     ]
     like = StoreMeta.load(out / "stores" / "train")
     write_conversation_store(
@@ -180,14 +180,14 @@ def write_question_manifests(out: Path, s: dict[str, Any], seed: int) -> None:
     import soundfile as sf
 
     from tokunify.corpus.espeak import Espeak
-    from tokunify.corpus.grammar import qa_facts
+    from tokunify.corpus.facts import all_facts
     from tokunify.corpus.synth import _speak
     from tokunify.manifest import read_manifest, write_manifest
 
     corpus = out / "corpus"
     train = [e for e in read_manifest(corpus / "train.jsonl") if "s2s_target" in e.extra]
     write_manifest(train, corpus / "train_questions.jsonl")
-    facts = qa_facts()
+    facts = [(f.question, f.answer) for f in all_facts()]
     rng = np.random.default_rng(seed + 1)
     pick = rng.permutation(len(facts))[: s["qa_eval"]]
     engine = Espeak()
@@ -212,10 +212,10 @@ def write_question_manifests(out: Path, s: dict[str, Any], seed: int) -> None:
 
 def modal_data_quality(store: Path) -> dict[str, Any]:
     """How many of the stage-1 model's own answers (the modal-invariance targets) are right."""
-    from tokunify.corpus.grammar import qa_facts
+    from tokunify.corpus.facts import all_facts
     from tokunify.store import TokenStore
 
-    facts = {_norm(q): a for q, a in qa_facts()}
+    facts = {_norm(f.question): f.answer for f in all_facts()}
     st = TokenStore(store)
     rows = [st[i].meta["conversation"] for i in range(len(st))]
     right = [_same(r["answer"], facts.get(_norm(r["transcript"]), "")) for r in rows]

@@ -212,22 +212,6 @@ class Grammar:
         )
 
 
-def qa_facts() -> list[tuple[str, str]]:
-    """Every (question, answer) that :meth:`Grammar.question` can ask: the corpus's QA facts."""
-    out = [
-        (f"what is {number(a)} plus {number(b)}", number(a + b))
-        for a in range(11)
-        for b in range(11)
-    ]
-    out += [(f"what number comes after {number(n)}", number(n + 1)) for n in range(20)]
-    out += [(f"what color is the {t}", f"the {t} is {c}") for t, c in THINGS.items()]
-    out += [
-        (f"how many legs does a {a} have", f"a {a} has {number(n)} legs")
-        for a, n in ANIMALS.items()
-    ]
-    return out
-
-
 def vocabulary() -> set[str]:
     words = (
         set(NUMBERS)
