@@ -197,6 +197,11 @@ COMMANDS: dict[str, Command] = {
         "tokunify.tokenizers.commands:run_encode_audio",
         "Encode audio files to local ids.",
     ),
+    "make-chat-data": Command(
+        "tokunify.chat_data:MakeChatDataArgs",
+        "tokunify.chat_data:run_make_chat_data",
+        "Conversation store: speech user turns, a text chat model's answers (modal invariance).",
+    ),
     "serve": Command(
         "tokunify.serve.config:ServeArgs",
         "tokunify.serve.commands:run_serve",

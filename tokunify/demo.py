@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -83,11 +84,18 @@ class DemoArgs:
     units: Literal["lda", "ssl"] = "lda"
     """Unit front end: lda (MFCC + LDA on espeak's phone alignment, supervised) or ssl (HuBERT
     iterations on the audio alone, no alignment: tokunify/demo_ssl.py)."""
+    instruct: bool = False
+    """Run the instruct demo instead (chat, instructions, modal invariance, few-shot ASR; its own
+    budget: tokunify/demo_instruct.py)."""
 
 
 def run_demo(args: DemoArgs) -> dict[str, Any]:
     import torch
 
+    if args.instruct:
+        from tokunify.demo_instruct import run_instruct_demo
+
+        return run_instruct_demo(args)
     t0 = time.perf_counter()
     s = SETTINGS["quick" if args.quick else "default"]
     out = Path(args.out)
@@ -95,74 +103,9 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     times: dict[str, float] = {}
-
-    def step(name: str, argv: list[str]) -> None:
-        t = time.perf_counter()
-        print(f"\n=== {name}: tokunify {' '.join(argv)}")
-        if cli(argv) != 0:
-            raise RuntimeError(f"demo step {name!r} failed")
-        times[name] = time.perf_counter() - t
-
-    from tokunify.corpus.synth import TRAIN_VOICES
-
+    step = make_step(times)
+    front_end(step, out, s, args)
     corpus = out / "corpus"
-    step("corpus", ["synth-corpus", "--out", str(corpus), "--utterances", str(s["utts"]), "--test-utterances", str(s["test"]),
-                    "--voices", *TRAIN_VOICES[: s["voices"]], "--s2s-pairs", str(s["s2s_pairs"]), "--seed", str(args.seed)])  # fmt: skip
-    step(
-        "text tokenizer",
-        [
-            "train-text-tokenizer",
-            str(corpus / "train_texts.txt"),
-            "--out",
-            str(out / "text_tokenizer"),
-            "--vocab-size",
-            "512",
-        ],
-    )
-    if args.units == "ssl":
-        from tokunify.demo_ssl import build_ssl_units
-
-        build_ssl_units(step, corpus, out, args.quick, args.seed, s["k"])
-    else:
-        feats = out / "mel_units.yaml"
-        feats.write_text(
-            yaml.safe_dump(
-                {
-                    "kind": "mel_units",
-                    "features": {
-                        "kind": "mfcc",
-                        "n_mfcc": 20,
-                        "deltas": False,
-                        "cmvn": "utterance",
-                        "splice": 4,
-                    },
-                    "dedup": True,
-                }
-            )
-        )
-        step(
-            "unit k-means",
-            [
-                "train-kmeans",
-                str(corpus / "train.jsonl"),
-                "--tokenizer",
-                str(feats),
-                "--k",
-                str(s["k"]),
-                "--out",
-                str(out / "units"),
-                "--max-utterances",
-                "1500",
-                "--lda-dim",
-                str(s["lda_dim"]),
-            ],
-        )
-    units_cfg = out / "units" / "tokenizer.yaml"
-    for split in ("train", "test_seen", "test_unseen", "test_s2s"):
-        step(f"tokenize {split}", ["tokenize", str(corpus / f"{split}.jsonl"), "--out", str(out / "stores" / split), "--tokenizer", f"units={units_cfg}",
-                                   "--text-tokenizer", str(out / "text_tokenizer"), "--chunk-size", "500", "--no-progress"])  # fmt: skip
-    step("extend", ["extend", f"scratch:{s['preset']}", "--text-tokenizer", str(out / "text_tokenizer"), "--units", str(s["k"]),
-                    "--speech-tokenizer", f"units={units_cfg}", "--out", str(out / "bundle_init")])  # fmt: skip
     # bf16 autocast where the CPU computes bf16 natively (1.6x tokens/s here, same losses): more
     # steps fit the time budget. Elsewhere fp32 with fewer steps.
     from tokunify.train.loop import cpu_has_native_bf16
@@ -236,6 +179,87 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
             f"  {k}: {metrics[k]:.3f}" if isinstance(metrics[k], float) else f"  {k}: {metrics[k]}"
         )
     return metrics
+
+
+Step = Callable[[str, list[str]], None]
+
+
+def make_step(times: dict[str, float]) -> Step:
+    """``step(name, argv)``: run one `tokunify` subcommand, fail loudly, record its seconds."""
+
+    def step(name: str, argv: list[str]) -> None:
+        t = time.perf_counter()
+        print(f"\n=== {name}: tokunify {' '.join(argv)}")
+        if cli(argv) != 0:
+            raise RuntimeError(f"demo step {name!r} failed")
+        times[name] = time.perf_counter() - t
+
+    return step
+
+
+def front_end(step: Step, out: Path, s: dict[str, Any], args: DemoArgs) -> None:
+    """corpus -> text tokenizer -> units -> stores (train, test_seen, test_unseen, test_s2s) ->
+    the untrained bundle ``out/bundle_init`` (also the front end of ``demo --instruct``)."""
+    from tokunify.corpus.synth import TRAIN_VOICES
+
+    corpus = out / "corpus"
+    step("corpus", ["synth-corpus", "--out", str(corpus), "--utterances", str(s["utts"]), "--test-utterances", str(s["test"]),
+                    "--voices", *TRAIN_VOICES[: s["voices"]], "--s2s-pairs", str(s["s2s_pairs"]), "--seed", str(args.seed)])  # fmt: skip
+    step(
+        "text tokenizer",
+        [
+            "train-text-tokenizer",
+            str(corpus / "train_texts.txt"),
+            "--out",
+            str(out / "text_tokenizer"),
+            "--vocab-size",
+            "512",
+        ],
+    )
+    if args.units == "ssl":
+        from tokunify.demo_ssl import build_ssl_units
+
+        build_ssl_units(step, corpus, out, args.quick, args.seed, s["k"])
+    else:
+        feats = out / "mel_units.yaml"
+        feats.write_text(
+            yaml.safe_dump(
+                {
+                    "kind": "mel_units",
+                    "features": {
+                        "kind": "mfcc",
+                        "n_mfcc": 20,
+                        "deltas": False,
+                        "cmvn": "utterance",
+                        "splice": 4,
+                    },
+                    "dedup": True,
+                }
+            )
+        )
+        step(
+            "unit k-means",
+            [
+                "train-kmeans",
+                str(corpus / "train.jsonl"),
+                "--tokenizer",
+                str(feats),
+                "--k",
+                str(s["k"]),
+                "--out",
+                str(out / "units"),
+                "--max-utterances",
+                "1500",
+                "--lda-dim",
+                str(s["lda_dim"]),
+            ],
+        )
+    units_cfg = out / "units" / "tokenizer.yaml"
+    for split in ("train", "test_seen", "test_unseen", "test_s2s"):
+        step(f"tokenize {split}", ["tokenize", str(corpus / f"{split}.jsonl"), "--out", str(out / "stores" / split), "--tokenizer", f"units={units_cfg}",
+                                   "--text-tokenizer", str(out / "text_tokenizer"), "--chunk-size", "500", "--no-progress"])  # fmt: skip
+    step("extend", ["extend", f"scratch:{s['preset']}", "--text-tokenizer", str(out / "text_tokenizer"), "--units", str(s["k"]),
+                    "--speech-tokenizer", f"units={units_cfg}", "--out", str(out / "bundle_init")])  # fmt: skip
 
 
 # Minimal-pair sets of synth-minimal-pairs -> (eval-slm benchmark, path under the pairs dir)

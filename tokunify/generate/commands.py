@@ -37,6 +37,12 @@ class GenerateArgs:
     """Sampling seed."""
     stream: bool = False
     """Speech-output tasks on unit streams: synthesize chunk by chunk while generating (writes the concatenated chunks)."""
+    examples: list[str] = field(default_factory=list)
+    """In-context example pairs INPUT=TARGET, each side an audio file (speech) or a .txt file (text), placed in this order before every query."""
+    example_store: str | None = None
+    """Token store that --example-ids name records of."""
+    example_ids: list[str] = field(default_factory=list)
+    """In-context examples as record ids of --example-store (the task's input and target of each record), after --examples."""
 
 
 def run_generate(args: GenerateArgs) -> list[dict]:
@@ -44,6 +50,7 @@ def run_generate(args: GenerateArgs) -> list[dict]:
     import torch
 
     from tokunify.formats import FormatError, generation_tasks
+    from tokunify.generate.fewshot import examples_from_store, parse_example_files
     from tokunify.generate.generator import Generator
 
     inputs: list[str] = []
@@ -69,14 +76,22 @@ def run_generate(args: GenerateArgs) -> list[dict]:
     }
     if args.greedy:
         over.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+    if args.example_ids and not args.example_store:
+        raise ValueError("--example-ids needs --example-store (the store holding those records)")
+    examples = parse_example_files(args.examples)
     torch.manual_seed(args.seed)
     gen = Generator(args.bundle, device=args.device)
+    if args.example_ids:
+        from tokunify.store import TokenStore
+
+        store = TokenStore(args.example_store)
+        examples += examples_from_store(gen.task(args.task), store, args.example_ids)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     if args.stream:
         for i, text in enumerate(inputs):
-            chunks = list(gen.stream_speech(args.task, text, **over))
+            chunks = list(gen.stream_speech(args.task, text, examples=examples, **over))
             wav = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
             sf.write(out / f"{i:04d}.wav", wav, gen.sample_rate)
             rows.append({"input": text, "wav": f"{i:04d}.wav", "chunks": len(chunks)})
@@ -84,7 +99,9 @@ def run_generate(args: GenerateArgs) -> list[dict]:
         for i, (x, r) in enumerate(
             zip(
                 inputs,
-                gen.generate(args.task, inputs, batch_size=args.batch_size, **over),
+                gen.generate(
+                    args.task, inputs, batch_size=args.batch_size, examples=examples, **over
+                ),
                 strict=True,
             )
         ):

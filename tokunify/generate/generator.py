@@ -32,6 +32,7 @@ from tokunify.formats import (
     make_task,
 )
 from tokunify.generate.constraints import ModalityConstraint
+from tokunify.generate.fewshot import Example, resolve_examples, with_examples
 
 
 @dataclass
@@ -127,10 +128,25 @@ class Generator:
             raise FormatError(f"unknown task {task!r}; generation knows {sorted(known)}")
         return make_task(task, self.vocab, TaskOptions(stream=self.stream))
 
-    def prompts(
-        self, task: str, inputs: Sequence[Any], sample_rate: int | None = None
-    ) -> list[np.ndarray]:
+    def example_ids(self, task: str, examples: Sequence[Example]) -> list[np.ndarray]:
+        """In-context examples -> their segments (global ids), as :meth:`prompts` places them."""
         fmt = self.task(task)
+
+        def encode_text(x: str) -> np.ndarray:
+            return np.asarray(self.bundle.tokenizer.encode(x, add_special_tokens=False), np.int64)
+
+        return resolve_examples(fmt, examples, encode_text, self.encode_audio)
+
+    def prompts(
+        self,
+        task: str,
+        inputs: Sequence[Any],
+        sample_rate: int | None = None,
+        examples: Sequence[Example] | None = None,
+    ) -> list[np.ndarray]:
+        """Generation prompts; ``examples`` (k in-context pairs) go before each query, in order."""
+        fmt = self.task(task)
+        shots = self.example_ids(task, examples) if examples else []
         if not inputs:
             raise ValueError("empty input: nothing to generate from")
         if fmt.input_modality == "text":
@@ -152,7 +168,7 @@ class Generator:
             else:
                 units = self.encode_audio(inputs, sample_rate)
             utts = [Utterance(speech={self.stream: u}) for u in units]
-        return [fmt.prompt(u) for u in utts]
+        return [with_examples(fmt, fmt.prompt(u), shots) for u in utts]
 
     @torch.inference_mode()
     def generate_ids(
@@ -200,12 +216,14 @@ class Generator:
         batch_size: int = 16,
         sample_rate: int | None = None,
         vocode: bool = True,
+        examples: Sequence[Example] | None = None,
         **overrides: Any,
     ) -> list[GenerationResult]:
         """``task`` in asr, tts, s2s, continue, text. Inputs: strings (tts, text), audio files/arrays
-        or local unit arrays (asr, s2s, continue)."""
+        or local unit arrays (asr, s2s, continue). ``examples``: in-context pairs placed before every
+        query (:mod:`tokunify.generate.fewshot`)."""
         fmt = self.task(task)
-        prompts = self.prompts(task, inputs, sample_rate)
+        prompts = self.prompts(task, inputs, sample_rate, examples)
         results: list[GenerationResult] = []
         for a in range(0, len(prompts), batch_size):
             batch = prompts[a : a + batch_size]
@@ -243,7 +261,13 @@ class Generator:
         return self.stream_speech(task, text, chunk=chunk, context=context, **overrides)
 
     def stream_speech(
-        self, task: str, request: Any, chunk: int = 25, context: int = 24, **overrides: Any
+        self,
+        task: str,
+        request: Any,
+        chunk: int = 25,
+        context: int = 24,
+        examples: Sequence[Example] | None = None,
+        **overrides: Any,
     ) -> Iterator[np.ndarray]:
         """A speech-output task that yields audio chunks while the LM is still generating."""
         fmt = self.task(task)
@@ -251,7 +275,7 @@ class Generator:
             raise ValueError(f"streaming synthesis needs a speech-output task, {task!r} gives text")
         if self.vocab.stream(self.stream).kind != "units":
             raise ValueError("streaming synthesis needs a unit stream")
-        prompt = self.prompts(task, [request])[0]
+        prompt = self.prompts(task, [request], examples=examples)[0]
         return self._stream(fmt, prompt, chunk, context, overrides)
 
     def _stream(

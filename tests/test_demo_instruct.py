@@ -1,0 +1,59 @@
+"""`demo --instruct --quick` end to end: metric keys and ranges, held-out voices and phrasings."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from tokunify.cli import main
+
+
+def _rate(x) -> bool:
+    return isinstance(x, float) and 0.0 <= x <= 1.0
+
+
+def test_quick_instruct_demo(tmp_path):
+    from tokunify.chat.instructions import InstructionPool, fill
+    from tokunify.corpus.synth import TRAIN_VOICES
+    from tokunify.demo_instruct import FEWSHOT_K
+    from tokunify.store import TokenStore
+
+    out = tmp_path / "instruct"
+    assert main(["demo", "--instruct", "--quick", "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    for k in ("chat_spoken_qa_acc", "chat_modal_agreement", "chat_typed_qa_acc"):
+        assert _rate(m[k]), k
+    assert m["n_qa_questions"] == 9
+    for task in ("asr", "tts"):
+        r = m["instruct_unseen_phrasing"][task]
+        assert (
+            r["instruction_wer"] >= 0
+            and r["tag_wer"] >= 0
+            and r["ratio"] >= 0
+            and not math.isnan(r["ratio"])
+        )
+    assert set(m["fewshot_asr_wer"]) == {str(k) for k in FEWSHOT_K}
+    assert all(w >= 0 and math.isfinite(w) for w in m["fewshot_asr_wer"].values())
+    modal = m["modal_data"]  # every training question became a conversation or a reject
+    n_questions = len(TokenStore(out / "stores" / "train_questions"))
+    assert modal["conversations"] + modal["rejects"] == n_questions > 0
+    assert _rate(modal["answers_correct"])
+    # held out: the test voices and phrasings were never trained on
+    pool = InstructionPool.load()
+    heldout = {fill(x) for x in pool.phrasings("spoken_qa", "heldout")}
+    train = {fill(x) for x in pool.phrasings("spoken_qa", "train")}
+    train_voices = set(TRAIN_VOICES)
+    assert m["qa_examples"] and all(e["voice"] not in train_voices for e in m["qa_examples"])
+    assert all(e["phrasing"] in heldout for e in m["qa_examples"])
+    assert {
+        r.speaker for r in TokenStore(out / "stores" / "train").iterate(shuffle=False)
+    } <= train_voices
+    # the modal-invariance conversations draw training phrasings only
+    prov = json.loads((out / "stores" / "chat_modal" / "store.json").read_text())["extra"][
+        "chat_data"
+    ]
+    assert prov["settings"]["instruction_task"] == "spoken_qa"
+    assert prov["settings"]["instruction_split"] == "train"
+    assert prov["model"] == str(out / "lm" / "final")
+    st = TokenStore(out / "stores" / "chat_modal")
+    assert {st[i].meta["conversation"]["instruction"] for i in range(len(st))} <= train

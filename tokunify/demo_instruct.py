@@ -1,0 +1,390 @@
+"""`tokunify demo --instruct`: chat, natural-language instructions, modal invariance and few-shot
+ASR on the offline espeak corpus, measured on held-out voices and held-out phrasings.
+
+1. The demo's front end (:func:`tokunify.demo.front_end`): corpus, text tokenizer, mel-LDA units,
+   stores, an untrained from-scratch bundle.
+2. **Stage 1, `lm`**: speech LM + text LM on the corpus, plus the corpus's question-answer facts as
+   *typed* chats (:func:`tokunify.corpus.facts.all_facts`): the text side learns the facts from
+   text. No task pairs speech with text, so few-shot ASR on this bundle (k = 0, 1, 4 examples from
+   the training store before each held-out utterance) shows whether in-context ASR emerges.
+3. **Modal-invariance data**: ``make-chat-data`` runs the stage-1 bundle on the *transcripts* of
+   the training corpus's spoken questions; its own answers become the assistant turns of
+   conversations whose user turn is a training instruction phrasing plus the *speech*.
+4. **Stage 2, `chat`**: from stage 1, on asr and tts by task tag, asr and tts as instructions
+   (training phrasings), the modal-invariance conversations and the typed facts.
+5. **Evaluation** on material no stage trained on: spoken questions in three held-out voices, asked
+   with held-out phrasings (``chat_spoken_qa_acc``, judged by exact match with the known answer
+   after normalisation); the same questions typed (``chat_modal_agreement``: the spoken answer
+   equals the typed one); asr and tts with held-out phrasings against their task tags on held-out
+   sentences (``instruct_unseen_phrasing``: WER ratios; TTS WER is the bundle's own asr task on the
+   generated units); few-shot ASR WER of the stage-1 bundle (``fewshot_asr_wer``).
+
+Replies are decoded greedily in one modality (text for answers and asr, speech for tts) under the
+chat template's reply grammar, as ``tokunify chat --reply text|speech`` asks for one
+(:func:`tokunify.chat_data.chat_replies`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from tokunify.demo import DemoArgs, front_end, make_step
+
+SETTINGS: dict[str, dict[str, Any]] = {
+    # the test suite's end-to-end run
+    "quick": dict(utts=200, test=16, k=32, preset="llama-tiny", voices=4, lda_dim=12, s2s_pairs=4,
+                  steps_lm=15, steps_chat=20, batch=4, seq_len=192, lr=3e-3, qa_copies=1, qa_eval=9,
+                  asr_eval=6, fewshot_eval=4),
+    # <= 10 minutes on a 2-core CPU (README)
+    "default": dict(utts=4000, test=100, k=128, preset="llama-small", voices=12, lda_dim=32, s2s_pairs=10,
+                    steps_lm=300, steps_chat=600, batch=8, seq_len=512, lr=2e-3, qa_copies=3,
+                    qa_eval=60, asr_eval=40, fewshot_eval=30),
+}  # fmt: skip
+HELDOUT_VOICES = ["en-us+m8", "en-us+f5", "en+m6"]
+"""Voices of the spoken-QA test: none is a training voice (tokunify.corpus.synth.TRAIN_VOICES)."""
+FEWSHOT_K = (0, 1, 4)
+LM_MIXTURE = {"speech": 0.45, "text": 0.25, "chat": 0.3}  # no task pairs speech with text
+CHAT_MIXTURE = {
+    "asr": 0.15,
+    "tts": 0.2,
+    "instruct_asr": 0.1,
+    "instruct_tts": 0.15,
+    "chat": 0.3,
+    "speech": 0.05,
+    "text": 0.05,
+}
+"""Stage 2: tasks by tag, the same as instructions (training phrasings, drawn per document), and
+the chats (typed facts + modal-invariance conversations)."""
+
+
+def run_instruct_demo(args: DemoArgs) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    s = SETTINGS["quick" if args.quick else "default"]
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    times: dict[str, float] = {}
+    step = make_step(times)
+    front_end(step, out, s, args)
+    stores = out / "stores"
+
+    def timed(name: str, fn: Any, *a: Any) -> Any:
+        t = time.perf_counter()
+        r = fn(*a)
+        times[name] = time.perf_counter() - t
+        return r
+
+    timed("qa stores", write_fact_stores, out, s, args.seed)
+    timed("question stores", write_question_manifests, out, s, args.seed)
+    for name in ("train_questions", "qa_heldout"):
+        step(f"tokenize {name}", ["tokenize", str(out / "corpus" / f"{name}.jsonl"), "--out", str(stores / name),
+                                  "--tokenizer", f"units={out / 'units' / 'tokenizer.yaml'}", "--text-tokenizer",
+                                  str(out / "text_tokenizer"), "--no-progress"])  # fmt: skip
+    precision = _precision()
+    train(step, out, s, "lm", out / "bundle_init", [stores / "train", stores / "qa_text"], LM_MIXTURE, s["steps_lm"], args.seed, precision)  # fmt: skip
+    lm = out / "lm" / "final"
+    fewshot = timed("fewshot asr", fewshot_asr, lm, stores, s)
+    step("make-chat-data", ["make-chat-data", str(stores / "train_questions"), "--model", str(lm), "--out",
+                            str(stores / "chat_modal"), "--instruction-task", "spoken_qa", "--max-new-tokens", "24",
+                            "--batch-size", "32", "--seed", str(args.seed), "--no-progress"])  # fmt: skip
+    modal = modal_data_quality(stores / "chat_modal")
+    chat_stores = [stores / n for n in ("train", "qa_text", "chat_modal")]
+    train(
+        step, out, s, "chat", lm, chat_stores, CHAT_MIXTURE, s["steps_chat"], args.seed, precision
+    )
+    bundle = out / "chat" / "final"
+    qa = timed(
+        "eval spoken qa",
+        spoken_qa,
+        bundle,
+        stores / "qa_heldout",
+        stores / "train_questions",
+        args.seed,
+    )
+    unseen = timed(
+        "eval instructions", unseen_phrasing, bundle, stores / "test_seen", s["asr_eval"], args.seed
+    )
+    metrics = {
+        **qa,
+        "instruct_unseen_phrasing": unseen,
+        "fewshot_asr_wer": fewshot,
+        "modal_data": modal,
+        "elapsed_s": time.perf_counter() - t0,
+        "mode": "quick" if args.quick else "default",
+        "precision": precision,
+        "train_steps": {"lm": s["steps_lm"], "chat": s["steps_chat"]},
+        "stage_seconds": times,
+        "heldout_voices": HELDOUT_VOICES,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"\n=== instruct demo done in {metrics['elapsed_s']:.0f} s: {out}/metrics.json")
+    print(f"  chat_spoken_qa_acc: {qa['chat_spoken_qa_acc']:.3f} (goal >= 0.6)")
+    print(f"  chat_modal_agreement: {qa['chat_modal_agreement']:.3f} (goal >= 0.8)")
+    for task, r in unseen.items():
+        if isinstance(r, dict):
+            print(f"  instruct_unseen_phrasing {task}: WER {r['instruction_wer']:.3f} vs tag {r['tag_wer']:.3f}, ratio {r['ratio']:.2f} (goal <= 1.3)")  # fmt: skip
+    print(f"  fewshot_asr_wer: {fewshot}")
+    return metrics
+
+
+def _precision() -> str:
+    from tokunify.train.loop import cpu_has_native_bf16
+
+    return "bf16" if cpu_has_native_bf16() else "no"
+
+
+def train(step: Any, out: Path, s: dict[str, Any], name: str, bundle: Path, stores: list[Path],
+          mixture: dict[str, float], steps: int, seed: int, precision: str) -> None:  # fmt: skip
+    cfg = {
+        "bundle": str(bundle), "out": str(out / name), "steps": steps, "batch_size": s["batch"], "seed": seed,
+        "eval_every": 0, "save_every": 0, "log_every": 10, "progress": False,
+        "data": {"stores": [str(p) for p in stores], "seq_len": s["seq_len"], "mixture": mixture, "eval_fraction": 0.0},
+        "optim": {"lr": s["lr"], "warmup_steps": max(10, steps // 20), "weight_decay": 0.01}, "mixed_precision": precision,
+    }  # fmt: skip
+    (out / f"{name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    step(f"train {name}", ["train", str(out / f"{name}.yaml")])
+
+
+# ---- data --------------------------------------------------------------------------------------
+def write_fact_stores(out: Path, s: dict[str, Any], seed: int) -> None:
+    """Every QA fact of the grammar as a typed chat (user: question, assistant: answer), qa_copies times."""
+    from tokunify.chat.conversation import Conversation, Message, write_conversation_store
+    from tokunify.corpus.facts import all_facts
+    from tokunify.store import StoreMeta
+
+    convs = [
+        (
+            f"qa-{i:03d}-{c}",
+            Conversation([Message("user", q), Message("assistant", a)], {"source": "corpus facts"}),
+        )
+        for c in range(s["qa_copies"])
+        for i, (q, a) in enumerate((f.question, f.answer) for f in all_facts())
+    ]
+    like = StoreMeta.load(out / "stores" / "train")
+    write_conversation_store(
+        out / "stores" / "qa_text", convs, like, extra={"demo": "typed qa facts"}
+    )
+
+
+def write_question_manifests(out: Path, s: dict[str, Any], seed: int) -> None:
+    """``train_questions.jsonl``: the training corpus's spoken questions (for make-chat-data);
+    ``qa_heldout.jsonl``: questions spoken by held-out voices (the spoken-QA test)."""
+    import soundfile as sf
+
+    from tokunify.corpus.espeak import Espeak
+    from tokunify.corpus.facts import all_facts
+    from tokunify.corpus.synth import _speak
+    from tokunify.manifest import read_manifest, write_manifest
+
+    corpus = out / "corpus"
+    train = [e for e in read_manifest(corpus / "train.jsonl") if "s2s_target" in e.extra]
+    write_manifest(train, corpus / "train_questions.jsonl")
+    facts = [(f.question, f.answer) for f in all_facts()]
+    rng = np.random.default_rng(seed + 1)
+    pick = rng.permutation(len(facts))[: s["qa_eval"]]
+    engine = Espeak()
+    entries = []
+    for j, i in enumerate(pick):
+        q, a = facts[int(i)]
+        voice = HELDOUT_VOICES[j % len(HELDOUT_VOICES)]
+        entries.append(
+            _speak(
+                engine,
+                q,
+                voice,
+                corpus,
+                f"qa_heldout-{j:04d}",
+                16000,
+                {"voice": voice, "answer": a},
+                sf,
+            )
+        )
+    write_manifest(entries, corpus / "qa_heldout.jsonl")
+
+
+def modal_data_quality(store: Path) -> dict[str, Any]:
+    """How many of the stage-1 model's own answers (the modal-invariance targets) are right."""
+    from tokunify.corpus.facts import all_facts
+    from tokunify.store import TokenStore
+
+    facts = {_norm(f.question): f.answer for f in all_facts()}
+    st = TokenStore(store)
+    rows = [st[i].meta["conversation"] for i in range(len(st))]
+    right = [_same(r["answer"], facts.get(_norm(r["transcript"]), "")) for r in rows]
+    return {
+        "conversations": len(rows),
+        "rejects": st.rejects,
+        "answers_correct": float(np.mean(right)) if right else 0.0,
+    }
+
+
+# ---- evaluation --------------------------------------------------------------------------------
+def _norm(text: str) -> str:
+    from tokunify.generate.evaluate import normalize
+
+    return normalize(text)
+
+
+def _same(a: str, b: str) -> bool:
+    return bool(_norm(a)) and _norm(a) == _norm(b)
+
+
+def _text(parts: list[Any]) -> str:
+    return " ".join(p.strip() for p in parts if isinstance(p, str)).strip()
+
+
+def _speech(parts: list[Any]) -> np.ndarray:
+    from tokunify.chat.conversation import SpeechPart
+
+    ids = [p.ids for p in parts if isinstance(p, SpeechPart) and p.ids is not None]
+    return np.concatenate(ids, axis=-1) if ids else np.zeros(0, np.int64)
+
+
+def replies(gen: Any, convs: list[Any], reply: str, **decoding: Any) -> list[list[Any]]:
+    """The bundle's replies (content parts) in one modality, greedy unless ``decoding`` says otherwise."""
+    from tokunify.chat_data import chat_replies
+
+    return [
+        parts for parts, _ in chat_replies(gen.bundle, convs, reply, 16, gen.device, **decoding)
+    ]
+
+
+def spoken_qa(bundle: Path, heldout: Path, train_questions: Path, seed: int) -> dict[str, Any]:
+    """Spoken questions (held-out voices) with held-out phrasings, and the same questions typed."""
+    from tokunify.chat.conversation import Conversation, Message, SpeechPart
+    from tokunify.chat.instructions import InstructionPool, instruction_conversation
+    from tokunify.generate.generator import Generator
+    from tokunify.store import TokenStore
+
+    gen = Generator(bundle)
+    pool = InstructionPool.load()
+    rng = np.random.default_rng(seed + 3)
+    st = TokenStore(heldout)
+    recs = [st[i] for i in range(len(st))]
+    spoken_texts = {_norm(r.text or "") for r in TokenStore(train_questions).iterate(shuffle=False)}
+    phrasings = [pool.sample("spoken_qa", "heldout", rng) for _ in recs]
+    spoken = [
+        instruction_conversation(
+            "spoken_qa", p, SpeechPart("units", np.asarray(r.streams["units"], np.int64))
+        )
+        for p, r in zip(phrasings, recs, strict=True)
+    ]
+    typed = [Conversation([Message("user", str(r.text))]) for r in recs]
+    heard = [_text(x) for x in replies(gen, spoken, "text", max_new_tokens=24)]
+    read = [_text(x) for x in replies(gen, typed, "text", max_new_tokens=24)]
+    want = [r.meta["answer"] for r in recs]
+    ok = [_same(h, w) for h, w in zip(heard, want, strict=True)]
+    unseen = [o for o, r in zip(ok, recs, strict=True) if _norm(r.text or "") not in spoken_texts]
+    rows = zip(recs, phrasings, heard, read, want, strict=True)
+    examples = [
+        {
+            "question": r.text,
+            "voice": r.speaker,
+            "phrasing": p,
+            "spoken": h,
+            "typed": t,
+            "answer": w,
+        }
+        for r, p, h, t, w in list(rows)[:8]
+    ]
+    return {
+        "chat_spoken_qa_acc": float(np.mean(ok)),
+        "chat_spoken_qa_acc_unspoken_questions": float(np.mean(unseen)) if unseen else None,
+        "chat_typed_qa_acc": float(np.mean([_same(t, w) for t, w in zip(read, want, strict=True)])),
+        "chat_modal_agreement": float(
+            np.mean([_same(h, t) for h, t in zip(heard, read, strict=True)])
+        ),
+        "n_qa_questions": len(recs),
+        "n_qa_unspoken_questions": len(unseen),
+        "qa_examples": examples,
+    }
+
+
+def unseen_phrasing(bundle: Path, test: Path, n: int, seed: int) -> dict[str, Any]:
+    """asr and tts on held-out sentences: held-out instruction phrasings vs the task tags (WER ratio)."""
+    import torch
+
+    from tokunify.chat.conversation import SpeechPart
+    from tokunify.chat.instructions import InstructionPool, instruction_conversation
+    from tokunify.formats import TTSFormat
+    from tokunify.generate.evaluate import wer
+    from tokunify.generate.generator import Generator
+    from tokunify.store import TokenStore
+
+    gen = Generator(bundle)
+    pool = InstructionPool.load()
+    rng = np.random.default_rng(seed + 4)
+    st = TokenStore(test)
+    recs = [r for r in st.iterate(shuffle=False) if r.text][:n]
+    refs = [str(r.text) for r in recs]
+    units = [np.asarray(r.streams["units"], np.int64) for r in recs]
+
+    def asr(xs: list[np.ndarray]) -> list[str]:
+        keep = [x if x.shape[-1] else np.zeros(1, np.int64) for x in xs]
+        return [r.text or "" for r in gen.generate("asr", keep, do_sample=False, max_new_tokens=64)]
+
+    asr_tag = asr(units)
+    convs = [
+        instruction_conversation("asr", pool.sample("asr", "heldout", rng), SpeechPart("units", u))
+        for u in units
+    ]
+    asr_instr = [_text(x) for x in replies(gen, convs, "text", max_new_tokens=64)]
+    tts_cfg = {k: v for k, v in TTSFormat.preset.items() if k != "max_new_tokens"}
+    torch.manual_seed(seed)
+    tts_tag = [
+        r.units if r.units is not None else np.zeros(0, np.int64)
+        for r in gen.generate("tts", refs, vocode=False)
+    ]
+    convs = [instruction_conversation("tts", pool.sample("tts", "heldout", rng), t) for t in refs]
+    torch.manual_seed(seed)
+    tts_instr = [_speech(x) for x in replies(gen, convs, "speech", max_new_tokens=400, **tts_cfg)]
+    out: dict[str, Any] = {
+        "n": len(recs),
+        "tts_measure": "the bundle's asr task on the generated units (no vocoder)",
+    }
+    for task, tag_hyp, instr_hyp in (
+        ("asr", asr_tag, asr_instr),
+        ("tts", asr(tts_tag), asr(tts_instr)),
+    ):
+        a, b = wer(refs, instr_hyp), wer(refs, tag_hyp)
+        out[task] = {
+            "instruction_wer": a,
+            "tag_wer": b,
+            "ratio": a / b if b > 0 else (1.0 if a == 0 else float("inf")),
+        }
+    return out
+
+
+def fewshot_asr(bundle: Path, stores: Path, s: dict[str, Any]) -> dict[str, float]:
+    """ASR WER of the stage-1 bundle (trained without asr) with k in-context examples from the
+    training store before each held-out utterance."""
+    from tokunify.generate.evaluate import wer
+    from tokunify.generate.fewshot import examples_from_store
+    from tokunify.generate.generator import Generator
+    from tokunify.store import TokenStore
+
+    gen = Generator(bundle)
+    test = [r for r in TokenStore(stores / "test_seen").iterate(shuffle=False) if r.text][
+        : s["fewshot_eval"]
+    ]
+    train = TokenStore(stores / "train")
+    fmt = gen.task("asr")
+    shots_ids = [r.id for r in train.iterate(shuffle=False) if r.text and "s2s_target" not in r.meta and "answer_to" not in r.meta][: max(FEWSHOT_K)]  # fmt: skip
+    examples = examples_from_store(fmt, train, shots_ids)
+    refs = [str(r.text) for r in test]
+    units = [np.asarray(r.streams["units"], np.int64) for r in test]
+    res = {}
+    for k in FEWSHOT_K:
+        hyp = gen.generate(
+            "asr", units, examples=examples[:k], do_sample=False, max_new_tokens=40, batch_size=8
+        )
+        res[str(k)] = wer(refs, [h.text or "" for h in hyp])
+    return res
