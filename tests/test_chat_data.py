@@ -67,10 +67,16 @@ def _answers(model_dir: Path, texts: list[str]) -> list[str]:
         ids = tok.apply_chat_template(
             [{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True
         )
+        # Only ids and mask: some transformers versions' tokenizers add token_type_ids, which
+        # generate() on a causal LM refuses.
         enc = tok(ids, add_special_tokens=False, return_tensors="pt")
         with torch.inference_mode():
             g = model.generate(
-                **enc, max_new_tokens=MAX_NEW, do_sample=False, pad_token_id=tok.eos_token_id
+                input_ids=enc["input_ids"],
+                attention_mask=enc["attention_mask"],
+                max_new_tokens=MAX_NEW,
+                do_sample=False,
+                pad_token_id=tok.eos_token_id,
             )
         out.append(tok.decode(g[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip())
     return out

@@ -97,7 +97,10 @@ def test_fsdp_config_on_cpu_is_refused_not_silently_unsharded(train_bundle, trai
     res = launch(cfg, "--config_file", str(ACCEL_CONFIGS / "fsdp.yaml"))
     assert res.returncode != 0
     errors = [line for line in res.stderr.splitlines() if line.startswith("tokunify train: error:")]
-    assert len(errors) == 2  # one line per process; what follows is the launcher's own report
+    # One line per process that got that far: the launcher stops the other rank as soon as the
+    # first one exits, so a slow rank may be stopped before it prints. What follows is the
+    # launcher's own report.
+    assert 1 <= len(errors) <= 2
     assert all("asks for FSDP (ACCELERATE_USE_FSDP=true)" in e for e in errors)
     assert all("set up MULTI_CPU on cpu" in e for e in errors)
     assert "tokunify/train/" not in res.stderr  # no traceback through our code
