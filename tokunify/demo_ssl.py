@@ -2,8 +2,8 @@
 
 The default demo's units are MFCC -> LDA trained on espeak's phone alignment (supervised). Here the
 units come from `tokunify ssl-units` on the training audio alone: MFCC k-means -> train-ssl
-iteration 1 -> k-means on its layer -> units (SSL_SETTINGS: one iteration fits the CPU budget best). The LM, vocoder
-and evaluation that follow are the default demo's, unchanged.
+iteration 1 -> k-means on its layer -> units (SSL_SETTINGS: one iteration fits the CPU budget
+best). The LM, vocoder and evaluation that follow are the default demo's, unchanged.
 """
 
 from __future__ import annotations
