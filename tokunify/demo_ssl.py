@@ -15,12 +15,13 @@ from typing import Any
 
 import yaml
 
-# Per demo mode, chosen with benchmarks/unit_quality.py's phone PNMI (k-means of each layer, 300
-# steps, measured on this corpus; README "Training your own units"):
-# - one iteration: iteration 1 at this budget is no better than its MFCC targets, so an iteration
-#   2 trained on its units would start from worse targets; its steps go to iteration 1 instead
-#   (`steps` lists one entry per iteration: `(300, 300)` runs HuBERT's two);
-# - `unmasked_weight` 1 (loss on unmasked frames too): PNMI 0.56 vs 0.34 with the masked-only loss;
+# Per demo mode, chosen with benchmarks/unit_quality.py's phone PNMI (k-means K=128 of each layer
+# after 300 steps on this corpus; table in the README's "Training your own units"):
+# - `unmasked_weight` 1 (the loss on unmasked frames too): PNMI 0.56 vs 0.34 with HuBERT's
+#   masked-only loss, which needs far more than a CPU budget of steps;
+# - one iteration: iteration 1 at this budget barely passes its MFCC targets on seen voices and
+#   falls below them on the unseen one, so an iteration 2 would learn from no better targets; its
+#   steps go to iteration 1 (`steps` has one entry per iteration: `(300, 300)` runs two);
 # - `layer` 2 of 4 (layers 1-2 scored highest, 3-4 within 0.03).
 SSL_SETTINGS: dict[str, dict[str, Any]] = {
     "quick": dict(
