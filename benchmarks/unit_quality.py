@@ -92,8 +92,9 @@ def ssl_rows(args, corpus: Path, work: Path, mfcc_units: Path, splits) -> list: 
     def train(targets: Path, out: Path) -> Path:
         t = time.perf_counter()
         argv = ["train-ssl", str(corpus / "train.jsonl"), "--targets", str(targets), "--out", str(out),
-                "--steps", str(args.ssl_steps), "--max-utterances", str(args.ssl_utts), "--max-seconds", "2.0",
-                "--warmup-steps", str(max(10, args.ssl_steps // 6)), "--lr", "3e-3", "--log-every", "20"]  # fmt: skip
+                "--steps", str(args.ssl_steps), "--max-utterances", str(args.ssl_utts), "--lr", str(args.ssl_lr),
+                "--unmasked-weight", str(args.ssl_unmasked_weight), "--model", args.ssl_model,
+                "--mixed-precision", "auto", "--log-every", "50"]  # fmt: skip
         assert cli(argv) == 0
         print(f"train-ssl {out.name}: {time.perf_counter() - t:.0f} s")
         return out / "encoder"
@@ -157,7 +158,15 @@ def main() -> None:
         "--ssl-targets", help="with --ssl-encoder: the units tokenizer.yaml it learned from"
     )
     ap.add_argument("--ssl-iter2", action="store_true", help="also train and measure iteration 2")
-    ap.add_argument("--ssl-utts", type=int, default=2000, help="utterances train-ssl reads")
+    ap.add_argument("--ssl-utts", type=int, default=3000, help="utterances train-ssl reads")
+    ap.add_argument("--ssl-lr", type=float, default=2e-3, help="train-ssl peak learning rate")
+    ap.add_argument(
+        "--ssl-unmasked-weight",
+        type=float,
+        default=1.0,
+        help="train-ssl loss weight on unmasked frames (1: the demo's; 0: HuBERT's masked-only loss)",
+    )
+    ap.add_argument("--ssl-model", default="tiny", help="train-ssl --model (preset or config file)")
     ap.add_argument("--only-baseline", action="store_true", help="skip the LDA rows")
     args = ap.parse_args()
     from tokunify.corpus.synth import TRAIN_VOICES

@@ -139,6 +139,27 @@ def test_loss_counts_masked_frames_only():
     assert abs(float(diff) - float(loss)) > 1e-3
 
 
+def test_unmasked_weight_adds_the_unmasked_frames_loss():
+    import torch.nn.functional as F
+
+    model = _tiny_model()
+    wavs, lens = torch.randn(2, 16000), torch.tensor([16000, 12000])
+    frames = conv_frames(model.encoder.config, lens)
+    mask = span_mask(frames, 0.5, 5, np.random.default_rng(0))
+    t = torch.randint(0, K, (2, int(frames.max())))
+    t[1, frames[1] :] = -1
+    with torch.no_grad():
+        masked_only, _ = model(wavs, lens, mask, t)
+        model.unmasked_weight = 0.5
+        both, _ = model(wavs, lens, mask, t)
+        valid = (torch.arange(16000)[None] < lens[:, None]).long()
+        h = model.encoder(wavs * valid, attention_mask=valid, mask_time_indices=mask)[0]
+        rest = ~mask & (t >= 0)  # unmasked, non-padding frames
+        ref = F.cross_entropy(model.head(h[rest]), t[rest])
+    assert float(both) == pytest.approx(float(masked_only) + 0.5 * float(ref), abs=1e-5)
+    assert float(ref) > 0.1  # the term is not vanishing: the test would see it missing
+
+
 def test_masked_prediction_fits_a_fixed_batch():
     model = _tiny_model().train()
     g = torch.Generator().manual_seed(0)
@@ -240,7 +261,7 @@ def test_ssl_units_recipe_runs_the_loop(speech_manifest, tiny_cfg, tmp_path):
     from tokunify.tokenizers.base import tokenizer_from_config
 
     cfg = tmp_path / "recipe.yaml"
-    it = {"steps": 2, "batch_size": 2, "layer": 1, "k": 8}
+    it = {"steps": 2, "batch_size": 2, "layer": 1, "k": 8, "unmasked_weight": 0.5}
     cfg.write_text(
         yaml.safe_dump(
             {"model": str(tiny_cfg), "k0": 10, "iterations": [it, it], "max_utterances": 0}
@@ -256,6 +277,8 @@ def test_ssl_units_recipe_runs_the_loop(speech_manifest, tiny_cfg, tmp_path):
     assert tok.cardinality == 8
     head1 = load_file(str(o / "iter1" / "encoder" / "ssl_head.safetensors"))
     assert head1["label_embs"].shape[0] == 10  # iteration 1 predicted the MFCC units
+    info = json.loads((o / "iter1" / "encoder" / "ssl_train.json").read_text())
+    assert info["config"]["unmasked_weight"] == 0.5  # the recipe's setting reached train-ssl
 
 
 @pytest.mark.slow

@@ -42,9 +42,11 @@ ENCODER_DIR = "encoder"
 # HubertConfig fields per preset; anything else stays at the transformers default. `tiny` is the
 # CPU demo size: a 3-layer conv front-end (strides 10*4*8 = 320, the 50 Hz of HuBERT base; 23 ms
 # receptive field; ~1/20 of the MACs of a 7-layer 512-channel one)
-# with LayerNorm (per frame, so padding never leaks into a frame), 4 x 192-dim layers.
+# with LayerNorm (per frame, so padding never leaks into a frame), 4 x 192-dim pre-LN layers
+# (pre-LN: phone PNMI 0.385 vs 0.338 post-LN after 300 CPU steps, benchmarks/unit_quality.py).
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
+        do_stable_layer_norm=True,
         hidden_size=192,
         num_hidden_layers=4,
         num_attention_heads=4,
@@ -110,6 +112,9 @@ class SSLTrainConfig:
     """Dim of the projection the cluster embeddings live in (HuBERT base: 256)."""
     logit_temp: float = 0.1
     """Cosine-similarity temperature (HuBERT: 0.1)."""
+    unmasked_weight: float = 0.0
+    """Weight of the same loss on unmasked frames (fairseq's pred_nomask_weight; HuBERT: 0, the
+    masked frames only). A short CPU run learns faster with some (the demo's settings)."""
     mixed_precision: str = "no"
     """no, bf16, fp16 (accelerate autocast), or auto: bf16 where the device computes it natively
     (a bf16 GPU, or a CPU with AVX512-BF16/AMX), else no."""
@@ -254,10 +259,13 @@ class HubertPretrainingHead(nn.Module):
 class HubertPretraining(nn.Module):
     """Encoder + head as one module, so DDP/FSDP wrap both and one optimizer steps both."""
 
-    def __init__(self, encoder: nn.Module, head: HubertPretrainingHead):
+    def __init__(
+        self, encoder: nn.Module, head: HubertPretrainingHead, unmasked_weight: float = 0.0
+    ):
         super().__init__()
         self.encoder = encoder
         self.head = head
+        self.unmasked_weight = unmasked_weight
 
     def forward(
         self,
@@ -268,7 +276,8 @@ class HubertPretraining(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``wavs [B, N]``, ``lengths [B]``, ``mask [B, T]`` bool, ``targets [B, T]`` (-1 on padding).
 
-        Returns (mean CE over masked frames, accuracy over them).
+        Returns (mean CE over masked frames + ``unmasked_weight`` x mean CE over unmasked ones,
+        accuracy over the masked frames).
         """
         valid = torch.arange(wavs.shape[1], device=wavs.device)[None] < lengths[:, None]  # [B, N]
         hidden = self.encoder(
@@ -279,6 +288,12 @@ class HubertPretraining(nn.Module):
         y = targets[sel]  # [M]
         loss = F.cross_entropy(logits, y)
         acc = (logits.argmax(-1) == y).float().mean()
+        if self.unmasked_weight > 0:
+            rest = ~mask & (targets >= 0)  # [B, T]
+            if rest.any():
+                loss = loss + self.unmasked_weight * F.cross_entropy(
+                    self.head(hidden[rest]), targets[rest]
+                )
         return loss, acc
 
 
@@ -475,7 +490,7 @@ def run_train_ssl(cfg: SSLTrainConfig) -> dict[str, Any]:
     if not acc.is_main_process:  # the targets cache is written; read it
         corpus, k, tcfg = load_corpus(cfg, econf, out)
     head = HubertPretrainingHead(econf.hidden_size, k, cfg.final_dim, cfg.logit_temp)
-    model = HubertPretraining(encoder, head)
+    model = HubertPretraining(encoder, head, cfg.unmasked_weight)
     model.train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "label_embs" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "label_embs" not in n)]

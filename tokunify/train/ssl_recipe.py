@@ -41,6 +41,8 @@ class SSLIteration:
     """Layer whose features are clustered (hidden_states numbering: 0 = transformer input)."""
     k: int = 128
     """Units of the k-means on that layer."""
+    unmasked_weight: float = 0.0
+    """train-ssl's loss weight on unmasked frames (HuBERT: 0)."""
 
 
 @dataclass
@@ -106,6 +108,7 @@ def run_ssl_units(cfg: SSLUnitsConfig) -> Path:
         run(f"iter{i}", ["train-ssl", cfg.manifest, "--targets", str(targets), "--out", str(out / f"iter{i}"),
                          "--model", cfg.model, "--steps", str(it.steps), "--batch-size", str(it.batch_size),
                          "--lr", str(it.lr), "--max-utterances", str(cfg.max_utterances),
+                         "--unmasked-weight", str(it.unmasked_weight),
                          "--mixed-precision", cfg.mixed_precision, "--seed", str(cfg.seed)])  # fmt: skip
         enc = out / f"iter{i}" / "encoder"
         targets = kmeans(
