@@ -17,7 +17,8 @@ Config::
 Batching: Mimi is causal (causal convolutions, causal sliding-window transformer), so a right-padded
 batch gives each utterance the codes it gets alone. DAC's convolutions look ahead, so padding would
 change the last frames of the shorter utterances: DAC batches only utterances of the same padded
-length, unless ``batch_padded: true`` trades that exactness for speed.
+length, unless ``batch_padded: true`` trades that exactness for fuller batches (which made no
+CPU run faster: ``benchmarks/codec_throughput.py``; a GPU may differ, unmeasured).
 """
 
 from __future__ import annotations
