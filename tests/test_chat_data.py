@@ -222,6 +222,26 @@ def test_chain_mode_prefers_a_recording_of_the_answer(gappy_store, chat_model):
     }
 
 
+def test_chain_text_mode_writes_transcript_then_answer(gappy_store, chat_model, tmp_path):
+    """chain_text: the assistant turn is one text, the transcript then the answer; no speech, no
+    TTS needed, so every record with a transcript and a non-empty answer becomes a conversation."""
+    from tokunify.chat.conversation import Conversation
+
+    out = tmp_path / "chain-text"
+    assert _run(gappy_store, chat_model, out, "--mode", "chain_text") == 0
+    src = _records(gappy_store)
+    got = _records(out)
+    assert got and set(got) <= set(src) - NO_TEXT
+    for i, r in got.items():
+        conv = Conversation.from_record(r)
+        (assistant,) = [m for m in conv.messages if m.role == "assistant"]
+        (text,) = assistant.content
+        assert text == f"[ta] {src[i].text.strip()} [ua] {conv.meta['answer']}"
+        assert conv.meta["mode"] == "chain_text"
+    prov = json.loads((out / "store.json").read_text())["extra"]["chat_data"]
+    assert prov["settings"]["mode"] == "chain_text" and prov["tts_bundle"] is None
+
+
 def test_a_bundle_as_the_text_model(gappy_store, voc_bundle, tmp_path):
     """A tokunify bundle answers through its chat template (the default one here)."""
     from tokunify.chat.conversation import Conversation

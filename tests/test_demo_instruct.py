@@ -15,7 +15,7 @@ def _rate(x) -> bool:
 def test_quick_instruct_demo(tmp_path):
     from tokunify.chat.instructions import InstructionPool, fill
     from tokunify.corpus.synth import TRAIN_VOICES
-    from tokunify.demo_instruct import FEWSHOT_K
+    from tokunify.demo_instruct import FEWSHOT_K, HELDOUT_VOICES, MODAL_MODE, QUESTION_VOICES
     from tokunify.store import TokenStore
 
     out = tmp_path / "instruct"
@@ -24,6 +24,10 @@ def test_quick_instruct_demo(tmp_path):
     for k in ("chat_spoken_qa_acc", "chat_modal_agreement", "chat_typed_qa_acc"):
         assert _rate(m[k]), k
     assert m["n_qa_questions"] == 9
+    assert m["qa_heldout_asr"]["wer"] >= 0 and _rate(m["qa_heldout_asr"]["exact"])
+    assert _rate(m["chat_spoken_transcribed_instead"])
+    by = m["chat_spoken_qa_by_phrasing"]
+    assert sum(v["n"] for v in by.values()) == 9 and all(_rate(v["acc"]) for v in by.values())
     for task in ("asr", "tts"):
         r = m["instruct_unseen_phrasing"][task]
         assert (
@@ -48,12 +52,28 @@ def test_quick_instruct_demo(tmp_path):
     assert {
         r.speaker for r in TokenStore(out / "stores" / "train").iterate(shuffle=False)
     } <= train_voices
+    extra = {
+        r.speaker for r in TokenStore(out / "stores" / "question_voices").iterate(shuffle=False)
+    }
+    assert extra and extra <= set(QUESTION_VOICES) and not extra & set(HELDOUT_VOICES)
     # the modal-invariance conversations draw training phrasings only
     prov = json.loads((out / "stores" / "chat_modal" / "store.json").read_text())["extra"][
         "chat_data"
     ]
     assert prov["settings"]["instruction_task"] == "spoken_qa"
     assert prov["settings"]["instruction_split"] == "train"
+    assert prov["settings"]["mode"] == MODAL_MODE
+    t = m["chat_spoken_transcript_acc"]
+    assert t is None or _rate(t)
     assert prov["model"] == str(out / "lm" / "final")
     st = TokenStore(out / "stores" / "chat_modal")
     assert {st[i].meta["conversation"]["instruction"] for i in range(len(st))} <= train
+
+
+def test_chain_replies_split_into_transcript_and_answer():
+    from tokunify.demo_instruct import chain_answer, chain_transcript
+
+    assert chain_answer("[ta] what is two plus three [ua] five") == "five"
+    assert chain_transcript("[ta] what is two plus three [ua] five") == "what is two plus three"
+    assert chain_answer("five") == "five" and chain_transcript("five") is None
+    assert chain_transcript("[ta] what is two plus") is None  # cut off before the answer

@@ -5,7 +5,9 @@ user turn; its answer becomes the assistant turn of a conversation whose user tu
 utterance's *speech*. Trained on these, a speech LM learns to answer speech as M answers text, with
 no curated pairs. ``--mode chain`` writes SpeechGPT's chain-of-modality target instead: the
 assistant turn is the transcript, then the text answer, then the spoken answer (a recording of the
-answer from the store when one exists, else the units of a bundle's TTS).
+answer from the store when one exists, else the units of a bundle's TTS). ``--mode chain_text``
+stops the chain at the text answer (transcript, then answer; no spoken answer): a speech-in,
+text-out model that writes down what it heard before it answers.
 
 M is any Hugging Face causal LM whose tokenizer has a chat template (hub id or local directory,
 rendered by ``apply_chat_template``), or a tokunify bundle (its text side through its own chat
@@ -47,8 +49,9 @@ class MakeChatDataArgs:
     """The text chat model: a HF causal LM with a chat template (hub id or local dir) or a tokunify bundle."""
     out: str
     """Output conversation store (an existing one made with the same settings is resumed)."""
-    mode: Literal["answer", "chain"] = "answer"
-    """answer: assistant = M's answer; chain: transcript, text answer, then spoken answer (SpeechGPT)."""
+    mode: Literal["answer", "chain", "chain_text"] = "answer"
+    """answer: assistant = M's answer; chain: transcript, text answer, then spoken answer (SpeechGPT);
+    chain_text: transcript, then text answer."""
     stream: str | None = None
     """Speech stream of the store (default: its first)."""
     system: str | None = None
@@ -63,6 +66,8 @@ class MakeChatDataArgs:
     """Instruction pool YAML (default: the built-in pool)."""
     chain_format: str = "[ta] {transcript} [ua] {answer} [sa]"
     """chain: the assistant's text before its spoken answer (SpeechGPT's markers by default)."""
+    chain_text_format: str = "[ta] {transcript} [ua] {answer}"
+    """chain_text: the assistant's whole turn."""
     tts_bundle: str | None = None
     """chain: bundle whose TTS speaks answers that have no recording (default: --model if it is a bundle)."""
     tts_temperature: float = 0.0
@@ -443,14 +448,17 @@ class ChatDataWorker:
 
     def conversation(self, r: Record, answer: str, spoken: tuple[np.ndarray, str] | None) -> Record:
         """The conversation record: user = [instruction,] speech; assistant = the answer (answer
-        mode) or transcript, answer and spoken answer (chain mode)."""
+        mode), transcript and answer (chain_text) or transcript, answer and spoken answer (chain)."""
         from tokunify.chat.conversation import Conversation, Message, SpeechPart
         from tokunify.chat.instructions import instruction_conversation
 
         instruction = self.instruction(r)
         speech = SpeechPart(self.stream, np.asarray(r.streams[self.stream], dtype=np.int64), r.id)
-        if spoken is None:
-            reply: list[Any] = [answer]
+        if self.args.mode == "chain_text":
+            t = str(r.text).strip()
+            reply: list[Any] = [self.args.chain_text_format.format(transcript=t, answer=answer)]
+        elif spoken is None:
+            reply = [answer]
         else:
             text = self.args.chain_format.format(transcript=str(r.text).strip(), answer=answer)
             reply = [text, SpeechPart(self.stream, spoken[0])]
