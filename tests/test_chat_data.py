@@ -87,6 +87,21 @@ def _records(root: Path) -> dict:
     return {s[i].id: s[i] for i in range(len(s))}
 
 
+def _assistant_turns(store: Path, out: Path) -> list:
+    """(source record, conversation, assistant content) for each output record; each one comes
+    from a source row that has a transcript."""
+    from tokunify.chat.conversation import Conversation
+
+    src, got = _records(store), _records(out)
+    assert got and set(got) <= set(src) - NO_TEXT
+    turns = []
+    for i, r in got.items():
+        conv = Conversation.from_record(r)
+        (assistant,) = [m for m in conv.messages if m.role == "assistant"]
+        turns.append((src[i], conv, assistant.content))
+    return turns
+
+
 def _run(store: Path, model: Path, out: Path, *extra: str) -> int:
     return main(["make-chat-data", str(store), "--model", str(model), "--out", str(out), "--max-new-tokens",
                  str(MAX_NEW), "--batch-size", "4", "--chunk-size", "4", "--no-progress", *extra])  # fmt: skip
@@ -163,8 +178,6 @@ def test_second_run_skips_done_chunks_and_resumes_a_slice(
 def test_chain_mode_speaks_answers_with_the_bundle_tts(
     gappy_store, chat_model, voc_bundle, tmp_path
 ):
-    from tokunify.chat.conversation import Conversation
-
     out = tmp_path / "chain"
     assert (
         _run(
@@ -180,14 +193,8 @@ def test_chain_mode_speaks_answers_with_the_bundle_tts(
         )
         == 0
     )
-    src = _records(gappy_store)
-    got = _records(out)
-    assert got and set(got) <= set(src) - NO_TEXT
-    for i, r in got.items():
-        conv = Conversation.from_record(r)
-        (assistant,) = [m for m in conv.messages if m.role == "assistant"]
-        text, speech = assistant.content
-        assert text.startswith(f"[ta] {src[i].text} [ua] {conv.meta['answer']} [sa]")
+    for source, conv, (text, speech) in _assistant_turns(gappy_store, out):
+        assert text.startswith(f"[ta] {source.text} [ua] {conv.meta['answer']} [sa]")
         assert speech.ids.shape[-1] > 0
         assert conv.meta["answer_speech"] == "tts" or conv.meta["answer_speech"].startswith(
             "recording:"
@@ -225,18 +232,10 @@ def test_chain_mode_prefers_a_recording_of_the_answer(gappy_store, chat_model):
 def test_chain_text_mode_writes_transcript_then_answer(gappy_store, chat_model, tmp_path):
     """chain_text: the assistant turn is one text, the transcript then the answer; no speech, no
     TTS needed, so every record with a transcript and a non-empty answer becomes a conversation."""
-    from tokunify.chat.conversation import Conversation
-
     out = tmp_path / "chain-text"
     assert _run(gappy_store, chat_model, out, "--mode", "chain_text") == 0
-    src = _records(gappy_store)
-    got = _records(out)
-    assert got and set(got) <= set(src) - NO_TEXT
-    for i, r in got.items():
-        conv = Conversation.from_record(r)
-        (assistant,) = [m for m in conv.messages if m.role == "assistant"]
-        (text,) = assistant.content
-        assert text == f"[ta] {src[i].text.strip()} [ua] {conv.meta['answer']}"
+    for source, conv, (text,) in _assistant_turns(gappy_store, out):
+        assert text == f"[ta] {source.text.strip()} [ua] {conv.meta['answer']}"
         assert conv.meta["mode"] == "chain_text"
     prov = json.loads((out / "store.json").read_text())["extra"]["chat_data"]
     assert prov["settings"]["mode"] == "chain_text" and prov["tts_bundle"] is None

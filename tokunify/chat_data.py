@@ -454,13 +454,13 @@ class ChatDataWorker:
 
         instruction = self.instruction(r)
         speech = SpeechPart(self.stream, np.asarray(r.streams[self.stream], dtype=np.int64), r.id)
+        said = str(r.text).strip()
         if self.args.mode == "chain_text":
-            t = str(r.text).strip()
-            reply: list[Any] = [self.args.chain_text_format.format(transcript=t, answer=answer)]
+            reply: list[Any] = [self.args.chain_text_format.format(transcript=said, answer=answer)]
         elif spoken is None:
             reply = [answer]
         else:
-            text = self.args.chain_format.format(transcript=str(r.text).strip(), answer=answer)
+            text = self.args.chain_format.format(transcript=said, answer=answer)
             reply = [text, SpeechPart(self.stream, spoken[0])]
         if instruction:  # the instruction turn as the instruct_* tasks write it
             conv = instruction_conversation(
