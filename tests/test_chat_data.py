@@ -266,12 +266,36 @@ def test_a_bundle_as_the_text_model(gappy_store, voc_bundle, tmp_path):
     )
 
 
+def test_speech_alone_share_drops_the_instruction(gappy_store, chat_model, tmp_path):
+    """--speech-alone p: about p of the conversations have the speech alone as the user turn
+    (AudioChatLlama); the others keep the phrasing that --speech-alone 0 draws for the same record."""
+    from tokunify.chat.conversation import SpeechPart
+
+    runs = {}
+    for p in ("0", "0.5", "1"):
+        out = tmp_path / f"alone-{p}"
+        args = ("--instruction-task", "spoken_qa", "--speech-alone", p)
+        assert _run(gappy_store, chat_model, out, *args) == 0
+        runs[p] = {}
+        for source, conv, _ in _assistant_turns(gappy_store, out):
+            (user,) = [m for m in conv.messages if m.role == "user"]
+            assert any(isinstance(x, SpeechPart) for x in user.content)
+            runs[p][source.id] = conv.meta.get("instruction")
+    assert all(runs["0"].values()) and not any(runs["1"].values())
+    half = runs["0.5"]
+    assert set(half) == set(runs["0"])
+    alone = [i for i, x in half.items() if x is None]
+    assert 0 < len(alone) < len(half)  # 12 records: all or none would be p < 0.001
+    assert all(half[i] == runs["0"][i] for i in half if half[i] is not None)
+
+
 @pytest.mark.parametrize(
     "case, message",
     [
         ("no-template", "has no chat_template"),
         ("no-store", "store.json: missing"),
         ("both-instructions", "not both"),
+        ("alone-without-pool", "--speech-alone"),
     ],
 )
 def test_bad_input_is_one_line(
@@ -288,6 +312,8 @@ def test_bad_input_is_one_line(
             f.unlink()
     elif case == "no-store":
         store = tmp_path / "nothing"
+    elif case == "alone-without-pool":
+        extra = ["--speech-alone", "0.5"]
     else:
         extra = ["--instruction", "x", "--instruction-task", "spoken_qa"]
     capsys.readouterr()

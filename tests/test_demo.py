@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import soundfile as sf
+import yaml
 
 from tokunify.cli import main
+from tokunify.demo import MIN_TRAIN_S, SETTINGS, demo_train_budget
 
 KEYS = ["asr_wer", "asr_cer", "asr_wer_unseen_voice", "tts_roundtrip_wer", "resynth_unit_error", "s2s_exact_match",
         "s2s_wer", "baseline_resynth_unit_error", "elapsed_s", "train_steps", "n_train_utts", "n_test_utts"]  # fmt: skip
@@ -26,6 +29,9 @@ def test_quick_demo(tmp_path):
         == "unit2mel"
     )
     assert m["train_loss_last"] < 0.6 * m["train_loss_first"]
+    # --quick trains its fixed steps (no time budget); the config says so
+    assert m["train_budget_s"] == 0 and m["train_steps"] == m["train_steps_max"]
+    assert yaml.safe_load((out / "train.yaml").read_text())["budget_minutes"] == 0
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64") >= 4  # loss curves + 3 spectrograms (matplotlib)
     assert "<audio" in html and "asr_wer" in html and "untrained (chance)" in html
@@ -66,3 +72,13 @@ def test_quick_demo(tmp_path):
         )
         == 0
     )
+
+
+def test_default_demo_trains_for_what_its_budget_leaves():
+    """The default demo's training time: its 600-s budget less the stages before training and the
+    reserve for those after it, never under MIN_TRAIN_S; --quick has no budget (fixed steps)."""
+    s = SETTINGS["default"]
+    assert s["budget_s"] == 600
+    assert demo_train_budget(s, 80.0) == pytest.approx(600 - 80 - s["after_train_s"])
+    assert demo_train_budget(s, 550.0) == MIN_TRAIN_S
+    assert demo_train_budget(SETTINGS["quick"], 80.0) == 0

@@ -15,13 +15,20 @@ def _rate(x) -> bool:
 def test_quick_instruct_demo(tmp_path):
     from tokunify.chat.instructions import InstructionPool, fill
     from tokunify.corpus.synth import TRAIN_VOICES
-    from tokunify.demo_instruct import FEWSHOT_K, HELDOUT_VOICES, MODAL_MODE, QUESTION_VOICES
+    from tokunify.demo_instruct import (
+        FEWSHOT_K,
+        HELDOUT_VOICES,
+        MODAL_MODE,
+        QUESTION_VOICES,
+        SPEECH_ALONE,
+    )
     from tokunify.store import TokenStore
 
     out = tmp_path / "instruct"
     assert main(["demo", "--instruct", "--quick", "--out", str(out)]) == 0
     m = json.loads((out / "metrics.json").read_text())
-    for k in ("chat_spoken_qa_acc", "chat_modal_agreement", "chat_typed_qa_acc"):
+    for k in ("chat_spoken_qa_acc", "chat_modal_agreement", "chat_typed_qa_acc",
+              "chat_spoken_qa_acc_no_instruction"):  # fmt: skip
         assert _rate(m[k]), k
     assert m["n_qa_questions"] == 9
     assert m["qa_heldout_asr"]["wer"] >= 0 and _rate(m["qa_heldout_asr"]["exact"])
@@ -63,11 +70,13 @@ def test_quick_instruct_demo(tmp_path):
     assert prov["settings"]["instruction_task"] == "spoken_qa"
     assert prov["settings"]["instruction_split"] == "train"
     assert prov["settings"]["mode"] == MODAL_MODE
+    assert prov["settings"]["speech_alone"] == SPEECH_ALONE
     t = m["chat_spoken_transcript_acc"]
     assert t is None or _rate(t)
     assert prov["model"] == str(out / "lm" / "final")
     st = TokenStore(out / "stores" / "chat_modal")
-    assert {st[i].meta["conversation"]["instruction"] for i in range(len(st))} <= train
+    drawn = [st[i].meta["conversation"].get("instruction") for i in range(len(st))]
+    assert {x for x in drawn if x is not None} <= train  # None: the speech alone
 
 
 def test_chain_replies_split_into_transcript_and_answer():

@@ -64,6 +64,9 @@ class MakeChatDataArgs:
     """Which phrasings of the pool to draw from."""
     instructions: str | None = None
     """Instruction pool YAML (default: the built-in pool)."""
+    speech_alone: float = 0.0
+    """With --instruction-task: the share of records (drawn per record id) whose user turn is the
+    speech alone, with no instruction, as in AudioChatLlama; the rest get a drawn phrasing."""
     chain_format: str = "[ta] {transcript} [ua] {answer} [sa]"
     """chain: the assistant's text before its spoken answer (SpeechGPT's markers by default)."""
     chain_text_format: str = "[ta] {transcript} [ua] {answer}"
@@ -381,6 +384,9 @@ class ChatDataWorker:
         if self.pool is None:
             return self.args.instruction
         seed = int(hashlib.sha1(f"{self.args.seed}:{r.id}".encode()).hexdigest()[:8], 16)
+        alone = np.random.default_rng([seed, 1]).random() < self.args.speech_alone
+        if alone:  # its own stream: the phrasing draws stay those of --speech-alone 0
+            return None
         return self.pool.sample(
             self.args.instruction_task, self.args.instruction_split, np.random.default_rng(seed)
         )
@@ -492,6 +498,8 @@ def run_make_chat_data(args: MakeChatDataArgs) -> dict[str, Any]:
         )
     if args.instruction and args.instruction_task:
         raise ValueError("give --instruction or --instruction-task, not both")
+    if not 0.0 <= args.speech_alone <= 1.0 or (args.speech_alone and not args.instruction_task):
+        raise ValueError("--speech-alone is a share in [0, 1] and needs --instruction-task")
     if args.chunk_size < 1 or args.batch_size < 1:
         raise ValueError("--chunk-size and --batch-size must be >= 1")
     prov = provenance(args, source, stream)

@@ -10,6 +10,7 @@ for the trained bundle and the same bundle before training -> samples -> metrics
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -44,6 +45,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
         slm_lexical=40,
         slm_syntactic=10,
         slm_topic=20,
+        budget_s=0,
+        after_train_s=0,
     ),
     # <= 10 minutes on a 2-core CPU.
     "default": dict(
@@ -66,6 +69,12 @@ SETTINGS: dict[str, dict[str, Any]] = {
         slm_lexical=120,
         slm_syntactic=30,
         slm_topic=60,
+        # The whole demo's wall-clock budget: training gets what the stages before it left, less
+        # after_train_s for everything after its loop (its setup and final save, the 1-minute
+        # vocoder, evals, minimal pairs, samples), so a slower CPU trains fewer steps (to the same
+        # LR floor) instead of overrunning. See demo_train_budget.
+        budget_s=600,
+        after_train_s=125,
     ),
 }
 MIXTURE = {"asr": 0.35, "tts": 0.4, "s2s": 0.08, "continue": 0.05, "text": 0.05, "interleave": 0.07}
@@ -117,7 +126,7 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
         "eval_every": max(50, steps // 5), "save_every": 0, "log_every": 10, "progress": False,
         "data": {"stores": [str(out / "stores" / "train")], "eval_stores": [str(out / "stores" / "test_seen")], "seq_len": s["seq_len"], "mixture": MIXTURE},
         "optim": {"lr": s["lr"], "warmup_steps": max(20, steps // 20), "weight_decay": 0.01}, "mixed_precision": precision,
-        "eval_examples": 32,
+        "eval_examples": 32, "budget_minutes": demo_train_budget(s, time.perf_counter() - t0 - times.get("ssl units", 0.0)) / 60,
     }  # fmt: skip
     (out / "train.yaml").write_text(yaml.safe_dump(train_cfg, sort_keys=False))
     step("train", ["train", str(out / "train.yaml")])
@@ -152,7 +161,8 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
         "resynth_frame_error": seen.get("resynth_frame_error"), "s2s_exact_match": s2s.get("s2s_exact_match"), "s2s_wer": s2s.get("s2s_wer"),
         "baseline_resynth_unit_error": baseline["unit_error"], "baseline_resynth_frame_error": baseline["frame_error"],
         "train_loss_first": train_rows[0]["loss"], "train_loss_last": train_rows[-1]["loss"],
-        "elapsed_s": time.perf_counter() - t0, "train_steps": train_rows[-1]["step"],
+        "elapsed_s": time.perf_counter() - t0, "train_steps": train_rows[-1]["step"], "train_steps_max": steps,
+        "train_budget_s": 60 * train_cfg["budget_minutes"], "train_seconds": train_rows[-1]["train_seconds"],
         "n_train_utts": len(TokenStore(out / "stores" / "train")), "n_test_utts": seen["n_utts"] + unseen["n_utts"] + s2s["n_utts"],
         "mode": "quick" if args.quick else "default", "units": args.units, "precision": precision, "stage_seconds": times, "eval": results,
         **slm,
@@ -181,6 +191,20 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
     return metrics
 
 
+MIN_TRAIN_S = 120.0
+"""The least training time the default demo gives itself, however slow the stages before were."""
+
+
+def demo_train_budget(s: dict[str, Any], elapsed_s: float) -> float:
+    """Seconds of training loop (train's ``budget_minutes``) that keep the demo within its budget
+    after ``elapsed_s`` spent before training; 0 (no budget: the fixed steps) where the setting
+    has none (--quick). The caller leaves out the time of ``--units ssl``'s SSL stages, which
+    that option adds to the budget (README)."""
+    if not s["budget_s"]:
+        return 0.0
+    return max(MIN_TRAIN_S, s["budget_s"] - elapsed_s - s["after_train_s"])
+
+
 Step = Callable[[str, list[str]], None]
 
 
@@ -203,8 +227,12 @@ def front_end(step: Step, out: Path, s: dict[str, Any], args: DemoArgs) -> None:
     from tokunify.corpus.synth import TRAIN_VOICES
 
     corpus = out / "corpus"
+    workers = (
+        1 if args.quick else min(4, os.cpu_count() or 1)
+    )  # espeak in parallel (-30 s on 2 cores)
     step("corpus", ["synth-corpus", "--out", str(corpus), "--utterances", str(s["utts"]), "--test-utterances", str(s["test"]),
-                    "--voices", *TRAIN_VOICES[: s["voices"]], "--s2s-pairs", str(s["s2s_pairs"]), "--seed", str(args.seed)])  # fmt: skip
+                    "--voices", *TRAIN_VOICES[: s["voices"]], "--s2s-pairs", str(s["s2s_pairs"]), "--seed", str(args.seed),
+                    "--workers", str(workers)])  # fmt: skip
     step(
         "text tokenizer",
         [

@@ -68,6 +68,10 @@ MODAL_MODE = "chain_text"
 """make-chat-data's mode for the modal-invariance conversations: the assistant turn is the
 transcript, then the stage-1 model's answer (``[ta] ... [ua] ...``, SpeechGPT's chain of modality
 up to the text answer). The spoken-QA answer is the text after ``[ua]``."""
+SPEECH_ALONE = 0.25
+"""make-chat-data's ``--speech-alone``: a quarter of the modal-invariance conversations have the
+spoken question alone as the user turn, with no instruction (AudioChatLlama's format); the rest
+carry a training phrasing."""
 CHAT_MIXTURE = {
     "asr": 0.13,
     "tts": 0.12,
@@ -113,7 +117,8 @@ def run_instruct_demo(args: DemoArgs) -> dict[str, Any]:
     fewshot = timed("fewshot asr", fewshot_asr, lm, stores, s)
     step("make-chat-data", ["make-chat-data", str(stores / "train_questions"), "--model", str(lm), "--out",
                             str(stores / "chat_modal"), "--instruction-task", "spoken_qa", "--max-new-tokens", "24",
-                            "--batch-size", "32", "--seed", str(args.seed), "--mode", MODAL_MODE, "--no-progress"])  # fmt: skip
+                            "--batch-size", "32", "--seed", str(args.seed), "--mode", MODAL_MODE, "--speech-alone", str(SPEECH_ALONE),
+                            "--no-progress"])  # fmt: skip
     modal = modal_data_quality(stores / "chat_modal")
     chat_stores = [stores / n for n in ("train", "question_voices", "qa_text", "chat_modal")]
     train(
@@ -151,6 +156,9 @@ def run_instruct_demo(args: DemoArgs) -> dict[str, Any]:
     print(f"\n=== instruct demo done in {metrics['elapsed_s']:.0f} s: {out}/metrics.json")
     print(f"  chat_spoken_qa_acc: {qa['chat_spoken_qa_acc']:.3f} (goal >= 0.6)")
     print(f"  chat_modal_agreement: {qa['chat_modal_agreement']:.3f} (goal >= 0.8)")
+    print(
+        f"  spoken QA, speech alone (no instruction): {qa['chat_spoken_qa_acc_no_instruction']:.3f}"
+    )
     print(
         f"  spoken questions transcribed instead of answered: {qa['chat_spoken_transcribed_instead']:.3f}"
     )
@@ -325,7 +333,14 @@ def spoken_qa(gen: Any, heldout: Path, train_questions: Path, seed: int) -> dict
         for p, r in zip(phrasings, recs, strict=True)
     ]
     typed = [Conversation([Message("user", str(r.text))]) for r in recs]
+    alone = [
+        Conversation(
+            [Message("user", [SpeechPart("units", np.asarray(r.streams["units"], np.int64))])]
+        )
+        for r in recs
+    ]
     said = [_text(x) for x in replies(gen, spoken, "text", max_new_tokens=48)]
+    said_alone = [chain_answer(_text(x)) for x in replies(gen, alone, "text", max_new_tokens=48)]
     heard = [chain_answer(x) for x in said]
     read = [_text(x) for x in replies(gen, typed, "text", max_new_tokens=24)]
     want = [r.meta["answer"] for r in recs]
@@ -348,6 +363,10 @@ def spoken_qa(gen: Any, heldout: Path, train_questions: Path, seed: int) -> dict
     return {
         "chat_spoken_qa_acc": float(np.mean(ok)),
         "chat_spoken_qa_acc_unspoken_questions": float(np.mean(unseen)) if unseen else None,
+        # the spoken question as the whole user turn, no instruction (AudioChatLlama)
+        "chat_spoken_qa_acc_no_instruction": float(
+            np.mean([_same(h, w) for h, w in zip(said_alone, want, strict=True)])
+        ),
         "chat_typed_qa_acc": float(np.mean([_same(t, w) for t, w in zip(read, want, strict=True)])),
         "chat_modal_agreement": float(
             np.mean([_same(h, t) for h, t in zip(heard, read, strict=True)])

@@ -92,3 +92,28 @@ def test_synth_corpus_splits(tmp_path):
         "wavs/"
     )
     assert all(len(e.extra["phones"]) > len(e.words) for e in train[:5])  # phone spans per row
+
+
+def test_workers_write_the_planned_corpus(tmp_path):
+    """The corpus is planned before it is synthesized: 2 worker processes write the same rows
+    (ids, texts, voices, pairs, words) as 1, and every wav. (espeak's audio is not bit-identical
+    from run to run even in one process, so the samples are not compared.)"""
+
+    def run(name: str, workers: str) -> tuple[list[dict], list[str]]:
+        out = tmp_path / name
+        args = ["synth-corpus", "--out", str(out), "--utterances", "24", "--test-utterances", "4",
+                "--voices", "en-us", "en-us+f2", "--s2s-pairs", "3", "--workers", workers]  # fmt: skip
+        assert main(args) == 0
+        rows = [json.loads(x) for s in ("train", "test_seen", "test_unseen", "test_s2s")
+                for x in (out / f"{s}.jsonl").read_text().splitlines()]  # fmt: skip
+        assert all(sf.info(out / r["audio"]).frames > 0 for r in rows)
+        return rows, sorted(p.name for p in (out / "wavs").iterdir())
+
+    one, two = run("a", "1"), run("b", "2")
+    keys = ("id", "text", "speaker", "audio", "voice", "s2s_target", "answer_to")
+    plan = [tuple(r.get(k) for k in keys) for r in one[0]]
+    assert len(plan) >= 30 and plan == [tuple(r.get(k) for k in keys) for r in two[0]]
+    assert [[w for w, _, _ in r["words"]] for r in one[0]] == [
+        [w for w, _, _ in r["words"]] for r in two[0]
+    ]
+    assert one[1] == two[1] and len(one[1]) == len(plan)

@@ -76,6 +76,22 @@ def test_two_process_run_keeps_the_schedule_and_identical_replicas(
     assert any(not torch.equal(final[k], init[k]) for k in init)
 
 
+def test_two_processes_stop_together_on_the_time_budget(train_bundle, train_store, tmp_path):
+    """budget_minutes on 2 processes: the LR follows the slowest process's clock, so both stop at
+    the same step with identical replicas (different LRs would give different weights)."""
+    cfg = config(tmp_path, "budget", train_bundle, train_store, steps=100_000, save_every=0,
+                 budget_minutes=0.05, weight_digests=True)  # fmt: skip
+    res = launch(cfg, "--multi_gpu")
+    assert res.returncode == 0, res.stderr[-3000:]
+    (stop,) = [r for r in rows(tmp_path / "budget") if "stopped" in r]
+    assert stop["stopped"] == "budget_minutes"
+    assert stop["train_seconds"] + stop["step_seconds"] > 3.0
+    ckpt = tmp_path / "budget" / "checkpoints" / f"step-{stop['step']:06d}"
+    a, b = json.loads((ckpt / "trainer.json").read_text())["weight_digests"]
+    assert a == b
+    assert lrs(tmp_path / "budget")[-1] < 0.003  # decayed from the peak by the clock
+
+
 def test_gradient_accumulation_keeps_the_schedule(train_bundle, train_store, tmp_path):
     ref = run_train(
         from_dict(TrainConfig, read_data_file(config(tmp_path, "a", train_bundle, train_store)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -303,3 +304,76 @@ def test_long_documents_policy_is_counted_and_progress_is_printed(
     assert all(
         re.search(r"step \d/3 loss [\d.]+ lr \S+ tokens/s \d+ eta \d+m\d\ds", x) for x in printed
     )
+
+
+def test_schedule_decays_over_whichever_runs_out_first():
+    """Schedule: warmup by steps; then the cosine follows the larger of step progress and the time
+    the next step is expected to end at; its training time is part of LambdaLR's state_dict (what
+    checkpoints save) and survives a resume that re-reads the config."""
+    from tokunify.train.loop import Schedule
+
+    base = {"bundle": "b", "out": "o", "data": {"stores": ["s"]}, "steps": 100, "budget_minutes": 1.0,
+            "optim": {"warmup_steps": 10, "min_lr_ratio": 0.1}}  # fmt: skip
+    cfg = from_dict(TrainConfig, base)
+    s = Schedule(cfg)
+    assert s(4) == pytest.approx(0.5) and s.warmup_end_s is None
+    s.tick(6.0, 10, 0.6)  # warmup over after 6 s: 54 s left for 90 steps
+    s.tick(32.0, 20, 1.0)  # the next step ends at 33 s: half the time left, a ninth of the steps
+    assert s.progress(20) == pytest.approx(0.5) and s(20) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert not s.out_of_time
+    s.tick(20.0, 60, 0.3)  # a fast run: the steps lead
+    assert s.progress(60) == pytest.approx(50 / 90)
+    s.tick(59.5, 61, 1.0)  # the next step would end at 60.5 s, past the budget
+    assert s.out_of_time and s(61) == pytest.approx(0.1)
+    steps_only = Schedule(from_dict(TrainConfig, {**base, "budget_minutes": 0.0}))
+    steps_only.tick(1e9, 20, 1.0)
+    assert steps_only.progress(20) == pytest.approx(10 / 90) and not steps_only.out_of_time
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    sched = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD([p], lr=1.0), s)
+    state = sched.state_dict()
+    longer = from_dict(TrainConfig, {**base, "budget_minutes": 2.0})
+    fresh = Schedule(longer)
+    torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD([p], lr=1.0), fresh).load_state_dict(state)
+    assert (fresh.elapsed_s, fresh.warmup_end_s, fresh.budget_s) == (59.5, 6.0, 60.0)
+    fresh.configure(longer)
+    assert (fresh.elapsed_s, fresh.budget_s) == (59.5, 120.0) and not fresh.out_of_time
+
+
+@pytest.mark.parametrize("limit", ["budget_minutes", "max_minutes"])
+def test_time_limits_stop_the_run_and_only_the_budget_decays_the_lr(
+    limit, train_bundle, train_store, tmp_path
+):
+    """budget_minutes ends a run with far too many steps inside the budget, each step's LR the
+    cosine at the time it was expected to end (so the last one is near the floor); max_minutes
+    stops after its time with the LR the step schedule had reached (the peak)."""
+    peak, floor, budget, warmup = 0.004, 0.1, 3.0, 2
+    cfg = write_config(
+        tmp_path / "c.yaml", train_bundle, train_store, tmp_path / "run",
+        steps=100_000, save_every=0, eval_every=0, log_every=1,
+        **{limit: budget / 60, "optim.warmup_steps": warmup, "optim.min_lr_ratio": floor},
+    )  # fmt: skip
+    assert main(["train", str(cfg), "--optim.lr", str(peak)]) == 0
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    (stop,) = [r for r in log if "stopped" in r]
+    rows = [r for r in log if "lr" in r]
+    assert stop["stopped"] == limit and 2 < stop["step"] == len(rows) < 100_000
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    if limit == "max_minutes":
+        assert stop["train_seconds"] > budget and rows[-1]["lr"] == pytest.approx(peak, rel=1e-3)
+        return
+    # the last step was started because its expected end was within the budget; the next one's
+    # would have crossed it (the clock, not a step count, ended the run)
+    n = len(rows)
+    assert rows[n - 2]["train_seconds"] * (1 + 1 / (n - 1)) <= budget
+    assert stop["train_seconds"] + stop["step_seconds"] > budget
+    t0 = rows[warmup - 1]["train_seconds"]  # the end of warmup
+    for k in range(warmup, len(rows)):  # rows[k] is step k + 1; rows[k - 1] was logged before it
+        t = rows[k - 1]["train_seconds"] * (1 + 1 / k)  # + the mean step after k steps
+        want = floor + (1 - floor) * 0.5 * (
+            1 + math.cos(math.pi * min(1, (t - t0) / (budget - t0)))
+        )
+        assert rows[k]["lr"] == pytest.approx(peak * want, rel=1e-6), k
+    ckpt = next((tmp_path / "run" / "checkpoints").glob("step-*"))
+    state = torch.load(ckpt / "state" / "custom_checkpoint_0.pkl", weights_only=False)
+    assert state["lr_lambdas"][0]["elapsed_s"] == pytest.approx(stop["train_seconds"])

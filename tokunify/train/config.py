@@ -131,7 +131,13 @@ class TrainConfig:
     """Record a digest of every rank's weights in each checkpoint's trainer.json (DDP replicas must
     agree; costs a CPU copy of the weights per checkpoint)."""
     max_minutes: float = 0.0
-    """Stop after this many minutes (0: no limit) with a final checkpoint; the schedule still assumes `steps`."""
+    """Stop this invocation after this many minutes (0: no limit) with a final checkpoint, e.g.
+    before a job's wall-clock limit; the schedule still assumes `steps` (a resume goes on)."""
+    budget_minutes: float = 0.0
+    """Train for at most this many minutes in all, counting the time before a resume (0: no
+    budget): after warmup the cosine decay runs over whichever runs out first, the remaining steps
+    or the remaining time, so the run ends at the LR floor either way; the log's `stopped` row says
+    which. The time is the slowest process's and is kept in checkpoints."""
 
     def validate(self) -> None:
         if not self.bundle or not self.out:
@@ -149,5 +155,7 @@ class TrainConfig:
             or sum(self.data.mixture.values()) <= 0
         ):
             raise ValueError("data.mixture needs non-negative weights with a positive sum")
+        if self.max_minutes < 0 or self.budget_minutes < 0:
+            raise ValueError("max_minutes and budget_minutes must be >= 0 (0: no limit)")
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1 or self.data.seq_len < 8:
             raise ValueError("steps, batch_size, grad_accum must be >= 1 and data.seq_len >= 8")

@@ -86,17 +86,54 @@ def resolve_mixed_precision(cfg: TrainConfig) -> str:
     return "no"
 
 
-def lr_lambda(cfg: TrainConfig):  # type: ignore[no-untyped-def]
-    """Linear warmup, then cosine decay to ``min_lr_ratio``."""
-    o = cfg.optim
+class Schedule:
+    """The LR factor of each optimizer step (``LambdaLR``'s lambda): linear warmup over
+    ``optim.warmup_steps``, then cosine decay to ``optim.min_lr_ratio``.
 
-    def f(step: int) -> float:
-        if step < o.warmup_steps:
-            return (step + 1) / max(1, o.warmup_steps)
-        t = (step - o.warmup_steps) / max(1, cfg.steps - o.warmup_steps)
-        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    With ``budget_minutes`` the decay runs over whichever runs out first, the remaining steps or
+    the remaining training time, so a run that time ends still finishes at the LR floor: each
+    step's LR is the one for the time it is expected to end at (now + the mean step), and a step
+    expected to end past the budget is not started (the run overruns only by how much its last
+    step is slower than the mean). The
+    training time is the slowest process's (:meth:`tick` gets the reduced value), so every replica
+    computes the same LR; it lives in this object's ``__dict__``, which ``LambdaLR.state_dict``
+    saves with each checkpoint, so a resumed run goes on with the time already spent.
+    """
 
-    return f
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.elapsed_s = self.next_end_s = 0.0
+        self.warmup_end_s: float | None = None
+        self.configure(cfg)
+
+    def configure(self, cfg: TrainConfig) -> None:
+        """Take the settings from ``cfg`` (again after a resume restored the saved ones)."""
+        self.warmup, self.steps = cfg.optim.warmup_steps, cfg.steps
+        self.floor, self.budget_s = cfg.optim.min_lr_ratio, 60.0 * cfg.budget_minutes
+
+    def tick(self, elapsed_s: float, steps_done: int, step_s: float) -> None:
+        """Training seconds so far after ``steps_done`` optimizer steps, and the mean seconds of a
+        step (both agreed across processes). The next step's LR is the one for the time it will
+        end at; a step that would end past the budget is not started."""
+        self.elapsed_s, self.next_end_s = elapsed_s, elapsed_s + step_s
+        if self.warmup_end_s is None and steps_done >= self.warmup:
+            self.warmup_end_s = elapsed_s
+
+    def progress(self, step: int) -> float:
+        """How far the decay is at ``step`` (0 after warmup, 1 at the floor)."""
+        t = (step - self.warmup) / max(1, self.steps - self.warmup)
+        if self.budget_s and self.warmup_end_s is not None:
+            left = max(self.budget_s - self.warmup_end_s, 1e-9)
+            t = max(t, (self.next_end_s - self.warmup_end_s) / left)
+        return min(1.0, t)
+
+    @property
+    def out_of_time(self) -> bool:
+        return bool(self.budget_s) and self.next_end_s > self.budget_s
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / max(1, self.warmup)
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * self.progress(step)))
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -363,6 +400,7 @@ class Run:
     model: torch.nn.Module
     opt: Any
     sched: Any
+    schedule: Schedule
     data: TaskData
     ev_docs: dict[str, list[Doc]]
     log: RunLog
@@ -471,6 +509,7 @@ def resume(run: Run) -> None:
             f"{ckpt}: saved with {meta['world_size']} processes, resuming with {acc.num_processes}"
         )
     acc.load_state(str(ckpt / "state"))
+    run.schedule.configure(cfg)  # the saved training time stays; steps and budget are this config's
     run.data.load_state(meta["data"][acc.process_index])
     run.start, run.resumed_from = int(meta["step"]), str(ckpt)
     if acc.is_main_process and run.log.path.exists():  # drop lines logged after the checkpoint
@@ -494,7 +533,8 @@ def setup(cfg: TrainConfig) -> Run:
         param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas)
     )
     # Not through prepare: accelerate's scheduler wrapper steps once per process per step.
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    schedule = Schedule(cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     model, opt = acc.prepare(model, opt)
     acc.register_for_checkpointing(sched)
     out = Path(cfg.out)
@@ -502,7 +542,7 @@ def setup(cfg: TrainConfig) -> Run:
         out.mkdir(parents=True, exist_ok=True)
     acc.wait_for_everyone()
     log = RunLog(acc, out / "log.jsonl")
-    run = Run(cfg, acc, bundle, model, opt, sched, data, ev_docs, log, path)
+    run = Run(cfg, acc, bundle, model, opt, sched, schedule, data, ev_docs, log, path)
     resume(run)
     if acc.log_with:
         acc.init_trackers("tokunify")
@@ -565,10 +605,12 @@ def train(run: Run) -> int:
     counts = torch.zeros(n_tasks, device=acc.device)
     window_loss, window_n, window_tokens, t_window = 0.0, 0, 0, time.perf_counter()
     t_start = time.perf_counter()
+    spent_before = run.schedule.elapsed_s  # training seconds before a resume (0 on a fresh run)
     done = run.start
     trainable = [p for p in model.parameters() if p.requires_grad]
     lr = sched.get_last_lr()[0]
     for step in range(run.start, cfg.steps):
+        stepped = False
         for _ in range(cfg.grad_accum):
             batch = run.data.next_batch(cfg.batch_size).to(acc.device)
             with acc.accumulate(model):
@@ -579,8 +621,7 @@ def train(run: Run) -> int:
                     acc.clip_grad_norm_(trainable, cfg.optim.grad_clip)
                 lr = sched.get_last_lr()[0]  # the LR this optimizer step uses
                 opt.step()
-                if acc.sync_gradients and not acc.optimizer_step_was_skipped:
-                    sched.step()  # once per optimizer step, whatever the number of processes
+                stepped |= acc.sync_gradients and not acc.optimizer_step_was_skipped
                 opt.zero_grad()
             sums += s
             counts += c
@@ -588,8 +629,16 @@ def train(run: Run) -> int:
             window_n += 1
             window_tokens += batch.num_tokens
         done = step + 1
-        elapsed = time.perf_counter() - t_start
-        out_of_time = bool(cfg.max_minutes) and elapsed > 60 * cfg.max_minutes
+        # One collective per step: the slowest process's clock, so that every process computes
+        # the same LR and stops at the same step.
+        local = torch.tensor([time.perf_counter() - t_start], device=acc.device)
+        elapsed = float(acc.reduce(local, reduction="max")[0])
+        run.schedule.tick(spent_before + elapsed, done, elapsed / (done - run.start))
+        if stepped:  # once per optimizer step, whatever the number of processes, after the tick
+            sched.step()
+        out_of_time = (
+            bool(cfg.max_minutes) and elapsed > 60 * cfg.max_minutes
+        ) or run.schedule.out_of_time
         if done % cfg.log_every == 0 or done == cfg.steps or out_of_time:
             tot = acc.reduce(torch.stack([sums, counts]), reduction="sum")
             extra = torch.tensor(
@@ -604,6 +653,7 @@ def train(run: Run) -> int:
                 "lr": lr,
                 "tokens": tokens,
                 "tokens_per_s": tokens / max(dt, 1e-9),
+                "train_seconds": spent_before + elapsed,
                 f"long_documents_{cfg.data.long_documents}": long_docs,
             }
             row.update(
@@ -615,6 +665,8 @@ def train(run: Run) -> int:
             )
             run.log.write(row)
             eta = elapsed / max(done - run.start, 1) * (cfg.steps - done)
+            if run.schedule.budget_s:
+                eta = min(eta, max(run.schedule.budget_s - run.schedule.elapsed_s, 0.0))
             bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
             if not cfg.progress:
                 run.log.say(
@@ -629,8 +681,17 @@ def train(run: Run) -> int:
         if cfg.save_every and done % cfg.save_every == 0 and done != cfg.steps:
             checkpoint_step(run, done)
         bar.update(1)
-        stop = torch.tensor(float(out_of_time), device=acc.device)
-        if float(acc.reduce(stop, reduction="max")) > 0:  # every rank stops at the same step
+        if out_of_time:  # the same decision on every process (the reduced clock)
+            why = "budget_minutes" if run.schedule.out_of_time else "max_minutes"
+            run.log.write(
+                {
+                    "step": done,
+                    "stopped": why,
+                    "train_seconds": spent_before + elapsed,
+                    "step_seconds": elapsed / (done - run.start),
+                }
+            )
+            run.log.say(f"{why} reached after step {done}/{cfg.steps}")
             break
     bar.close()
     return done
