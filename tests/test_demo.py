@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import soundfile as sf
 import yaml
 
 from tokunify.cli import main
-from tokunify.demo import MIN_TRAIN_S, SETTINGS, demo_train_budget
+from tokunify.demo import MIN_TRAIN_S, SETTINGS, corpus_workers, demo_train_budget
 
 KEYS = ["asr_wer", "asr_cer", "asr_wer_unseen_voice", "tts_roundtrip_wer", "resynth_unit_error", "s2s_exact_match",
         "s2s_wer", "baseline_resynth_unit_error", "elapsed_s", "train_steps", "n_train_utts", "n_test_utts"]  # fmt: skip
@@ -82,3 +83,8 @@ def test_default_demo_trains_for_what_its_budget_leaves():
     assert demo_train_budget(s, 80.0) == pytest.approx(600 - 80 - s["after_train_s"])
     assert demo_train_budget(s, 550.0) == MIN_TRAIN_S
     assert demo_train_budget(SETTINGS["quick"], 80.0) == 0
+
+
+def test_default_demo_synthesizes_its_corpus_in_up_to_4_processes():
+    assert corpus_workers(quick=False) == min(4, os.cpu_count() or 1)
+    assert corpus_workers(quick=True) == 1

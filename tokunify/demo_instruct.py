@@ -326,19 +326,12 @@ def spoken_qa(gen: Any, heldout: Path, train_questions: Path, seed: int) -> dict
     recs = [st[i] for i in range(len(st))]
     spoken_texts = {_norm(r.text or "") for r in TokenStore(train_questions).iterate(shuffle=False)}
     phrasings = [pool.sample("spoken_qa", "heldout", rng) for _ in recs]
+    speech = [SpeechPart("units", np.asarray(r.streams["units"], np.int64)) for r in recs]
     spoken = [
-        instruction_conversation(
-            "spoken_qa", p, SpeechPart("units", np.asarray(r.streams["units"], np.int64))
-        )
-        for p, r in zip(phrasings, recs, strict=True)
+        instruction_conversation("spoken_qa", p, x) for p, x in zip(phrasings, speech, strict=True)
     ]
     typed = [Conversation([Message("user", str(r.text))]) for r in recs]
-    alone = [
-        Conversation(
-            [Message("user", [SpeechPart("units", np.asarray(r.streams["units"], np.int64))])]
-        )
-        for r in recs
-    ]
+    alone = [Conversation([Message("user", [x])]) for x in speech]
     said = [_text(x) for x in replies(gen, spoken, "text", max_new_tokens=48)]
     said_alone = [chain_answer(_text(x)) for x in replies(gen, alone, "text", max_new_tokens=48)]
     heard = [chain_answer(x) for x in said]

@@ -56,6 +56,8 @@ class SynthCorpusArgs:
 
 
 def run_synth_corpus(args: SynthCorpusArgs) -> dict[str, Path]:
+    if args.workers < 1:
+        raise ValueError("--workers must be >= 1")
     out = Path(args.out)
     (out / "wavs").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
@@ -105,8 +107,6 @@ def run_synth_corpus(args: SynthCorpusArgs) -> dict[str, Path]:
             jobs.append((text, voice, uid, extra))
             if answer is not None:
                 jobs.append((answer, voice, uid + "a", {"voice": voice, "answer_to": uid}))
-    if args.workers < 1:
-        raise ValueError("--workers must be >= 1")
     manifests = {}
     for split, entries in speak_all(plan, out, args.sample_rate, args.workers).items():
         manifests[split] = write_manifest(entries, out / f"{split}.jsonl")
