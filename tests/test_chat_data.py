@@ -268,13 +268,16 @@ def test_a_bundle_as_the_text_model(gappy_store, voc_bundle, tmp_path):
 
 def test_speech_alone_share_drops_the_instruction(gappy_store, chat_model, tmp_path):
     """--speech-alone p: about p of the conversations have the speech alone as the user turn
-    (AudioChatLlama); the others keep the phrasing that --speech-alone 0 draws for the same record."""
+    (AudioChatLlama); the others keep the phrasing that --speech-alone 0 draws for the same record.
+    --instruction-word-dropout drops words of that same phrasing, in order."""
     from tokunify.chat.conversation import SpeechPart
 
     runs = {}
-    for p in ("0", "0.5", "1"):
+    for p in ("0", "0.5", "1", "words"):
         out = tmp_path / f"alone-{p}"
-        args = ("--instruction-task", "spoken_qa", "--speech-alone", p)
+        args = ("--instruction-task", "spoken_qa", "--speech-alone", "0" if p == "words" else p)
+        if p == "words":
+            args += ("--instruction-word-dropout", "0.4")
         assert _run(gappy_store, chat_model, out, *args) == 0
         runs[p] = {}
         for source, conv, _ in _assistant_turns(gappy_store, out):
@@ -287,6 +290,12 @@ def test_speech_alone_share_drops_the_instruction(gappy_store, chat_model, tmp_p
     alone = [i for i, x in half.items() if x is None]
     assert 0 < len(alone) < len(half)  # 12 records: all or none would be p < 0.001
     assert all(half[i] == runs["0"][i] for i in half if half[i] is not None)
+    dropped = runs["words"]
+    assert set(dropped) == set(runs["0"]) and all(dropped.values())
+    for i, x in dropped.items():
+        full = iter(runs["0"][i].split())
+        assert all(w in full for w in x.split())  # an ordered subsequence of the full phrasing
+    assert sum(x != runs["0"][i] for i, x in dropped.items()) >= len(dropped) // 2
 
 
 @pytest.mark.parametrize(
@@ -296,6 +305,7 @@ def test_speech_alone_share_drops_the_instruction(gappy_store, chat_model, tmp_p
         ("no-store", "store.json: missing"),
         ("both-instructions", "not both"),
         ("alone-without-pool", "--speech-alone"),
+        ("dropout-without-pool", "--instruction-word-dropout"),
     ],
 )
 def test_bad_input_is_one_line(
@@ -314,6 +324,8 @@ def test_bad_input_is_one_line(
         store = tmp_path / "nothing"
     elif case == "alone-without-pool":
         extra = ["--speech-alone", "0.5"]
+    elif case == "dropout-without-pool":
+        extra = ["--instruction-word-dropout", "0.2"]
     else:
         extra = ["--instruction", "x", "--instruction-task", "spoken_qa"]
     capsys.readouterr()

@@ -56,6 +56,14 @@ def test_quick_instruct_demo(tmp_path):
     train_voices = set(TRAIN_VOICES)
     assert m["qa_examples"] and all(e["voice"] not in train_voices for e in m["qa_examples"])
     assert all(e["phrasing"] in heldout for e in m["qa_examples"])
+    # the same evaluation with the dev phrasings, beside it
+    dev = m["dev"]
+    dev_phrasings = {fill(x) for x in pool.phrasings("spoken_qa", "dev")}
+    assert dev["qa_examples"] and all(e["phrasing"] in dev_phrasings for e in dev["qa_examples"])
+    assert _rate(dev["chat_spoken_qa_acc"]) and _rate(dev["chat_modal_agreement"])
+    for task in ("asr", "tts"):  # the task-tag side is shared, the phrasing side is the split's
+        r, d = m["instruct_unseen_phrasing"][task], dev["instruct_unseen_phrasing"][task]
+        assert d["tag_wer"] == r["tag_wer"] and d["instruction_wer"] >= 0
     assert {
         r.speaker for r in TokenStore(out / "stores" / "train").iterate(shuffle=False)
     } <= train_voices

@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from tokunify.chat.instructions import drop_words
 from tokunify.formats import DEFAULT_PAIR_KEY
 from tokunify.store import Record, Reject, StoreError, StoreMeta, TokenStore
 from tokunify.store.job import JobOptions, report_store, run_store_job
@@ -60,13 +61,16 @@ class MakeChatDataArgs:
     """Text before the speech in the user turn (default: none; the speech alone, as in AudioChatLlama)."""
     instruction_task: str | None = None
     """Draw the user turn's instruction per record from this task's instruction pool (seeded by the record id)."""
-    instruction_split: Literal["train", "heldout"] = "train"
+    instruction_split: Literal["train", "dev", "heldout"] = "train"
     """Which phrasings of the pool to draw from."""
     instructions: str | None = None
     """Instruction pool YAML (default: the built-in pool)."""
     speech_alone: float = 0.0
     """With --instruction-task: the share of records (drawn per record id) whose user turn is the
     speech alone, with no instruction, as in AudioChatLlama; the rest get a drawn phrasing."""
+    instruction_word_dropout: float = 0.0
+    """With --instruction-task: drop each word of the drawn phrasing with this probability (at
+    least one kept; drawn per record id, apart from the phrasing draws)."""
     chain_format: str = "[ta] {transcript} [ua] {answer} [sa]"
     """chain: the assistant's text before its spoken answer (SpeechGPT's markers by default)."""
     chain_text_format: str = "[ta] {transcript} [ua] {answer}"
@@ -387,8 +391,11 @@ class ChatDataWorker:
         alone = np.random.default_rng([seed, 1]).random() < self.args.speech_alone
         if alone:  # its own stream: the phrasing draws stay those of --speech-alone 0
             return None
-        return self.pool.sample(
+        phrasing = self.pool.sample(
             self.args.instruction_task, self.args.instruction_split, np.random.default_rng(seed)
+        )
+        return drop_words(
+            phrasing, self.args.instruction_word_dropout, np.random.default_rng([seed, 2])
         )
 
     def process(self, chunk: int, rows: list[int]) -> tuple[list[Record], list[Reject]]:
@@ -500,6 +507,12 @@ def run_make_chat_data(args: MakeChatDataArgs) -> dict[str, Any]:
         raise ValueError("give --instruction or --instruction-task, not both")
     if not 0.0 <= args.speech_alone <= 1.0 or (args.speech_alone and not args.instruction_task):
         raise ValueError("--speech-alone is a share in [0, 1] and needs --instruction-task")
+    if not 0.0 <= args.instruction_word_dropout < 1.0 or (
+        args.instruction_word_dropout and not args.instruction_task
+    ):
+        raise ValueError(
+            "--instruction-word-dropout is a probability in [0, 1) and needs --instruction-task"
+        )
     if args.chunk_size < 1 or args.batch_size < 1:
         raise ValueError("--chunk-size and --batch-size must be >= 1")
     prov = provenance(args, source, stream)

@@ -87,6 +87,8 @@ class TaskOptions:
     """Instruction pool YAML of the instruct_* tasks ("": the package's pool)."""
     instruct_task_tag: bool = False
     """instruct_* tasks keep the base task's tag next to the instruction."""
+    instruction_word_dropout: float = 0.0
+    """instruct_* tasks drop each word of the drawn instruction with this probability."""
 
 
 def has_text(r: RecordLike) -> bool:

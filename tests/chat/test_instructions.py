@@ -8,7 +8,13 @@ from chat_helpers import build_tokenizer
 
 import tokunify
 from tokunify.chat.conversation import SpeechPart
-from tokunify.chat.instructions import InstructionError, InstructionPool, instruction_conversation
+from tokunify.chat.instructions import (
+    InstructionError,
+    InstructionPool,
+    drop_words,
+    fill,
+    instruction_conversation,
+)
 from tokunify.chat.templates import DefaultTemplate
 from tokunify.formats import TaskOptions, make_task
 from tokunify.store import TokenStore
@@ -18,14 +24,14 @@ from tokunify.train.data import Formatter
 TASKS = ("asr", "tts", "s2s", "continue", "spoken_qa", "interleave")
 
 
-def test_package_pool_has_20_phrasings_per_task_split_train_heldout():
+def test_package_pool_has_20_phrasings_per_task_split_train_dev_heldout():
     pool = InstructionPool.load()
     assert set(TASKS) <= set(pool.tasks())
     for t in TASKS:
-        train, held = pool.phrasings(t, "train"), pool.phrasings(t, "heldout")
-        assert len(train) + len(held) >= 20 and len(held) >= 5
-        assert not set(train) & set(held)
-        assert len(set(train)) == len(train)
+        splits = [pool.phrasings(t, s) for s in ("train", "dev", "heldout")]
+        train, dev, held = splits
+        assert len(train) + len(dev) + len(held) >= 20 and len(dev) >= 5 and len(held) >= 5
+        assert len(set().union(*splits)) == sum(map(len, splits))  # no phrasing twice
     assert "Repeat after me." in pool.phrasings("s2s") and "Read this aloud." in pool.phrasings(
         "tts"
     )
@@ -34,7 +40,7 @@ def test_package_pool_has_20_phrasings_per_task_split_train_heldout():
 def test_sample_is_seeded_from_the_split_and_fills_placeholders():
     pool = InstructionPool.load()
     a = [pool.sample("asr", "heldout", np.random.default_rng(5)) for _ in range(3)]
-    assert len(set(a)) == 1 and a[0] in pool.phrasings("asr", "heldout")
+    assert len(set(a)) == 1 and a[0] in {fill(x) for x in pool.phrasings("asr", "heldout")}
     seen = {pool.sample("s2s", "train", np.random.default_rng(i)) for i in range(200)}
     assert "Repeat after me in English." in seen and not any("{" in s for s in seen)
     assert pool.sample("s2s", "train", np.random.default_rng(0), language="French") in {
@@ -51,6 +57,7 @@ def test_user_yaml(tmp_path):
         pool.sample("tts")
     bad = {
         "overlap.yaml": ("asr:\n  train: [A.]\n  heldout: [A.]\n", "both train and heldout"),
+        "overlap_dev.yaml": ("asr:\n  dev: [A.]\n  heldout: [B., A.]\n", "both dev and heldout"),
         "split.yaml": ("asr:\n  test: [A.]\n", "splits among"),
         "field.yaml": ("asr:\n  train: ['Say it in {dialect}.']\n", "placeholders"),
         "yaml.yaml": ("asr: [unclosed\n", "not valid YAML"),
@@ -59,6 +66,22 @@ def test_user_yaml(tmp_path):
         (tmp_path / name).write_text(text)
         with pytest.raises(InstructionError, match=msg):
             InstructionPool.load(tmp_path / name)
+
+
+def test_drop_words_keeps_an_ordered_nonempty_subset():
+    text = "Give a short reply to what was asked."
+    words = text.split()
+    assert drop_words(text, 0.0, np.random.default_rng(0)) == text
+    outs = [drop_words(text, 0.3, np.random.default_rng(i)) for i in range(300)]
+    for o in outs:
+        kept = o.split()
+        assert kept and all(w in words for w in kept)
+        assert [words.index(w) for w in kept] == sorted(words.index(w) for w in kept)
+    share = 1 - np.mean([len(o.split()) for o in outs]) / len(words)
+    assert 0.25 < share < 0.35 and len(set(outs)) > 50
+    assert all(
+        len(drop_words(text, 0.99, np.random.default_rng(i)).split()) >= 1 for i in range(50)
+    )
 
 
 def test_instruction_turn_with_and_without_the_task_tag():
@@ -109,4 +132,17 @@ def test_instruct_tasks_build_from_utterance_records(train_bundle, train_store):
     held = make_task("instruct_asr", b.vocab, TaskOptions(stream="units", tokenizer=b.tokenizer))
     held.split = "heldout"
     conv = held.conversation_of(fmt.utterance(r), None, np.random.default_rng(0))
-    assert conv.meta["instruction"] in pool.phrasings("asr", "heldout")
+    assert conv.meta["instruction"] in {fill(x) for x in pool.phrasings("asr", "heldout")}
+    # the train config's instruction_word_dropout reaches the task: words of a training phrasing
+    cfg = DataConfig(mixture={"instruct_asr": 1.0}, instruction_word_dropout=0.5)
+    fmt = Formatter(b.vocab, b.tokenizer, cfg, "units", 50.0)
+    said = [
+        fmt.formats["instruct_asr"].conversation_of(
+            fmt.utterance(r), None, np.random.default_rng(i)
+        )
+        for i in range(40)
+    ]
+    instructions = [c.meta["instruction"] for c in said]
+    train = {fill(p) for p in pool.phrasings("asr", "train")}
+    assert all(set(x.split()) <= {w for p in train for w in p.split()} for x in instructions)
+    assert sum(x not in train for x in instructions) > 20

@@ -1,11 +1,16 @@
 """Natural-language instruction pools, and tasks rendered as instruction-following chat turns.
 
-An :class:`InstructionPool` holds, per task, paraphrased instructions split into ``train`` and
-``heldout`` phrasings (the package's ``instructions.yaml``, or a user YAML of the same shape)::
+An :class:`InstructionPool` holds, per task, paraphrased instructions split into ``train``,
+``dev`` and ``heldout`` phrasings (the package's ``instructions.yaml``, or a user YAML of the same
+shape; ``dev`` is optional)::
 
     asr:
       train: [Transcribe the audio., What does the speaker say?, ...]
-      heldout: [Put what you just heard into writing., ...]
+      dev: [Put what you just heard into writing., ...]
+      heldout: [Can you write down exactly what the speaker says in this recording?, ...]
+
+``train`` phrasings are trained on. ``dev`` and ``heldout`` never are: ``dev`` is for choosing
+settings (its results may be looked at while tuning), ``heldout`` for the final measurement.
 
 :func:`instruction_conversation` renders any task's (input, target) as a chat turn: user =
 instruction + input, assistant = target. The task tag is optional: with ``task_tag=True`` the
@@ -27,7 +32,7 @@ import yaml
 
 from tokunify.chat.conversation import Conversation, Message, Part
 
-SPLITS: tuple[str, ...] = ("train", "heldout")
+SPLITS: tuple[str, ...] = ("train", "dev", "heldout")
 DEFAULT_FIELDS: Mapping[str, str] = {"language": "English"}
 """Values of the placeholders an instruction may hold (``Repeat after me in {language}.``)."""
 
@@ -51,11 +56,13 @@ class InstructionPool:
                 f"{self.source}: unknown placeholders {sorted(unknown)}; known: {sorted(DEFAULT_FIELDS)}"
             )
         for task, splits in self.pools.items():
-            overlap = set(splits.get("train", ())) & set(splits.get("heldout", ()))
-            if overlap:
-                raise InstructionError(
-                    f"{self.source}: task {task!r} has phrasings in both train and heldout: {sorted(overlap)[:3]}"
-                )
+            for i, a in enumerate(SPLITS):
+                for b in SPLITS[i + 1 :]:
+                    overlap = set(splits.get(a, ())) & set(splits.get(b, ()))
+                    if overlap:
+                        raise InstructionError(
+                            f"{self.source}: task {task!r} has phrasings in both {a} and {b}: {sorted(overlap)[:3]}"
+                        )
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> InstructionPool:
@@ -78,7 +85,7 @@ class InstructionPool:
     def from_dict(cls, data: Any, source: str = "<memory>") -> InstructionPool:
         if not isinstance(data, dict) or not data:
             raise InstructionError(
-                f"{source}: expected a mapping task -> {{train: [...], heldout: [...]}}"
+                f"{source}: expected a mapping task -> {{train: [...], dev: [...], heldout: [...]}}"
             )
         pools: dict[str, dict[str, tuple[str, ...]]] = {}
         for task, splits in data.items():
@@ -130,6 +137,19 @@ def fill(text: str, **fields: str) -> str:
     return text.format_map({**DEFAULT_FIELDS, **fields}) if _fields(text) else text
 
 
+def drop_words(text: str, p: float, rng: np.random.Generator) -> str:
+    """``text`` with each word (whitespace-separated, punctuation kept with it) dropped with
+    probability ``p``, at least one kept: instruction word dropout, a training augmentation that
+    makes a model weigh every word of an instruction rather than a few it memorised."""
+    if p <= 0:
+        return text
+    words = text.split()
+    keep = rng.random(len(words)) >= p
+    if not keep.any():
+        keep[int(rng.integers(len(words)))] = True
+    return " ".join(w for w, k in zip(words, keep, strict=True) if k)
+
+
 def _parts(x: Part | Sequence[Part]) -> list[Part]:
     return [x] if isinstance(x, str) or not isinstance(x, Sequence) else list(x)
 
@@ -163,6 +183,7 @@ __all__ = [
     "SPLITS",
     "InstructionError",
     "InstructionPool",
+    "drop_words",
     "fill",
     "instruction_conversation",
 ]

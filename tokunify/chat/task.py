@@ -27,7 +27,7 @@ from tokunify.chat.conversation import (
     SpeechPart,
     is_conversation,
 )
-from tokunify.chat.instructions import InstructionPool, instruction_conversation
+from tokunify.chat.instructions import InstructionPool, drop_words, instruction_conversation
 from tokunify.chat.templates import DEFAULT_LOSS_ON, ChatTemplate, decode_text, template_for
 from tokunify.formats import (
     FormatError,
@@ -154,6 +154,7 @@ class InstructFormat(ChatFormat):
         pool: InstructionPool | None = None,
         task_tag: bool = False,
         split: str = "train",
+        word_dropout: float = 0.0,
     ):
         super().__init__(vocab, tokenizer, template, loss_on)
         options = options or TaskOptions()
@@ -163,14 +164,14 @@ class InstructFormat(ChatFormat):
         self.requires, self.min_frames = self.inner.requires, self.inner.min_frames
         self.pool = pool if pool is not None else InstructionPool.load(options.instructions or None)
         self.pool.phrasings(self.pool_task, split)  # raises early for a pool without this task
-        self.task_tag, self.split = task_tag, split
+        self.task_tag, self.split, self.word_dropout = task_tag, split, word_dropout
 
     @classmethod
     def from_options(cls, vocab: UnifiedVocab, options: TaskOptions) -> InstructFormat:
         loss_on = ROLES if options.loss_on_input else tuple(options.chat_loss_on)
         return cls(
             vocab, options.tokenizer, options.chat_template or None, loss_on, options,
-            task_tag=options.instruct_task_tag,
+            task_tag=options.instruct_task_tag, word_dropout=options.instruction_word_dropout,
         )  # fmt: skip
 
     def eligible(self, r: RecordLike) -> bool:
@@ -198,9 +199,10 @@ class InstructFormat(ChatFormat):
     ) -> Conversation:
         rng = rng if rng is not None else np.random.default_rng(0)
         inputs, targets = self.example(utt, target, rng)
+        instruction = self.pool.sample(self.pool_task, self.split, rng)
         return instruction_conversation(
             self.pool_task,
-            self.pool.sample(self.pool_task, self.split, rng),
+            drop_words(instruction, self.word_dropout, rng),
             [self._part(m, x) for m, x in inputs],
             [self._part(m, x) for m, x in targets],
             task_tag=self.task_tag,

@@ -43,6 +43,9 @@ class DataConfig:
     package's pool, tokunify/chat/instructions.yaml)."""
     instruct_task_tag: bool = False
     """instruct_* tasks keep the base task's tag (<|task:asr|>) next to the instruction."""
+    instruction_word_dropout: float = 0.0
+    """instruct_* tasks drop each word of the drawn instruction with this probability (at least one
+    kept), drawn per document: an augmentation against memorised phrasings."""
     long_documents: Literal["split", "truncate", "drop"] = "split"
     """Documents longer than seq_len: split into seq_len pieces (every token trained once, as a
     pretraining run expects), truncate (keep the start) or drop; each counted in the log."""

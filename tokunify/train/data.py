@@ -117,6 +117,7 @@ class Formatter:
             chat_template=cfg.chat_template,
             instructions=cfg.instructions,
             instruct_task_tag=cfg.instruct_task_tag,
+            instruction_word_dropout=cfg.instruction_word_dropout,
         )
         self.formats: dict[str, TaskFormat] = {t: make_task(t, vocab, options) for t in cfg.mixture}
         self.encode_word = word_encoder(tokenizer)
