@@ -244,6 +244,13 @@ def test_every_shipped_config_validates():
             TrainConfig,
             {"bundle": "b", "out": "o", "data": {"stores": ["s"], "mixture": {"sing": 1.0}}},
         ).validate()
+    with pytest.raises(
+        ValueError, match=r"data.instruction_word_dropout must be in \[0, 1\), got 1.0"
+    ):
+        from_dict(
+            TrainConfig,
+            {"bundle": "b", "out": "o", "data": {"stores": ["s"], "instruction_word_dropout": 1.0}},
+        ).validate()
 
 
 def test_lora_run_writes_merged_plain_bundle(train_bundle, train_store, tmp_path):

@@ -158,6 +158,10 @@ class TrainConfig:
             or sum(self.data.mixture.values()) <= 0
         ):
             raise ValueError("data.mixture needs non-negative weights with a positive sum")
+        if not 0.0 <= self.data.instruction_word_dropout < 1.0:
+            raise ValueError(
+                f"data.instruction_word_dropout must be in [0, 1), got {self.data.instruction_word_dropout}"
+            )
         if self.max_minutes < 0 or self.budget_minutes < 0:
             raise ValueError("max_minutes and budget_minutes must be >= 0 (0: no limit)")
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1 or self.data.seq_len < 8:
