@@ -269,15 +269,20 @@ def test_a_bundle_as_the_text_model(gappy_store, voc_bundle, tmp_path):
 def test_speech_alone_share_drops_the_instruction(gappy_store, chat_model, tmp_path):
     """--speech-alone p: about p of the conversations have the speech alone as the user turn
     (AudioChatLlama); the others keep the phrasing that --speech-alone 0 draws for the same record.
-    --instruction-word-dropout drops words of that same phrasing, in order."""
+    --instruction-word-dropout drops words of that same phrasing, in order; --instruction-split
+    draws from another split of the pool."""
     from tokunify.chat.conversation import SpeechPart
+    from tokunify.chat.instructions import InstructionPool, fill
 
     runs = {}
-    for p in ("0", "0.5", "1", "words"):
+    for p in ("0", "0.5", "1", "words", "dev"):
         out = tmp_path / f"alone-{p}"
-        args = ("--instruction-task", "spoken_qa", "--speech-alone", "0" if p == "words" else p)
+        share = p if p[0].isdigit() else "0"
+        args = ("--instruction-task", "spoken_qa", "--speech-alone", share)
         if p == "words":
             args += ("--instruction-word-dropout", "0.4")
+        if p == "dev":
+            args += ("--instruction-split", "dev")
         assert _run(gappy_store, chat_model, out, *args) == 0
         runs[p] = {}
         for source, conv, _ in _assistant_turns(gappy_store, out):
@@ -296,6 +301,8 @@ def test_speech_alone_share_drops_the_instruction(gappy_store, chat_model, tmp_p
         full = iter(runs["0"][i].split())
         assert all(w in full for w in x.split())  # an ordered subsequence of the full phrasing
     assert sum(x != runs["0"][i] for i, x in dropped.items()) >= len(dropped) // 2
+    dev = {fill(x) for x in InstructionPool.load().phrasings("spoken_qa", "dev")}
+    assert set(runs["dev"]) == set(runs["0"]) and set(runs["dev"].values()) <= dev
 
 
 @pytest.mark.parametrize(

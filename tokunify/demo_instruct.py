@@ -23,7 +23,7 @@ ASR on the offline espeak corpus, measured on held-out voices and held-out phras
    ratios; TTS WER is the bundle's own asr task on the generated units); few-shot ASR WER of the
    stage-1 bundle (``fewshot_asr_wer``). The phrasing-dependent metrics are measured twice: with
    the pool's ``heldout`` phrasings (the top-level metrics) and with its ``dev`` phrasings
-   (``metrics["dev"]``; looked at while choosing these settings, see :data:`SPLITS`).
+   (``metrics["dev"]``; looked at while choosing these settings, see :data:`EVAL_SPLITS`).
 
 Replies are decoded greedily in one modality (text for answers and asr, speech for tts) under the
 chat template's reply grammar, as ``tokunify chat --reply text|speech`` asks for one
@@ -63,7 +63,7 @@ QUESTION_VOICES = [f"en-us+{v}" for v in (
 espeak variants that are neither corpus voices nor held-out voices. The questions of the corpus
 alone come in its 12 voices; heard in more voices, they carry to new ones."""
 FEWSHOT_K = (0, 1, 4)
-SPLITS = ("heldout", "dev")
+EVAL_SPLITS = ("heldout", "dev")
 """Instruction phrasings the evaluation asks with: ``heldout`` (the reported metrics) and ``dev``
 (reported under ``metrics["dev"]``). Neither is trained on; ``dev``'s results were looked at
 while choosing the demo's settings, ``heldout``'s were not (tokunify/chat/instructions.yaml)."""
@@ -331,7 +331,7 @@ def replies(gen: Any, convs: list[Any], reply: str, **decoding: Any) -> list[lis
 
 
 def spoken_qa(
-    gen: Any, heldout: Path, train_questions: Path, seed: int, splits: tuple[str, ...] = SPLITS
+    gen: Any, heldout: Path, train_questions: Path, seed: int, splits: tuple[str, ...] = EVAL_SPLITS
 ) -> dict[str, Any]:
     """Spoken questions (held-out voices) asked with each split's phrasings, and the same
     questions typed and spoken alone (once for all splits). Per split: ``{split: metrics}``."""
@@ -377,7 +377,8 @@ def _instructed_qa(
     from tokunify.chat.instructions import InstructionPool, instruction_conversation
 
     rng = np.random.default_rng(seed + 3)
-    phrasings = [InstructionPool.load().sample("spoken_qa", split, rng) for _ in recs]
+    pool = InstructionPool.load()
+    phrasings = [pool.sample("spoken_qa", split, rng) for _ in recs]
     spoken = [
         instruction_conversation("spoken_qa", p, x) for p, x in zip(phrasings, speech, strict=True)
     ]
@@ -452,7 +453,7 @@ def question_asr(gen: Any, heldout: Path) -> dict[str, float]:
 
 
 def unseen_phrasing(
-    gen: Any, test: Path, n: int, seed: int, splits: tuple[str, ...] = SPLITS
+    gen: Any, test: Path, n: int, seed: int, splits: tuple[str, ...] = EVAL_SPLITS
 ) -> dict[str, dict[str, Any]]:
     """asr and tts on held-out sentences: each split's instruction phrasings vs the task tags (WER
     ratio; the task-tag runs are shared by all splits). Per split: ``{split: metrics}``."""
