@@ -136,7 +136,7 @@ def test_answer_mode_with_a_hf_chat_model(gappy_store, chat_model, tmp_path):
             assistant.role == "assistant" and assistant.text == want[i]
         )  # batched == one at a time
         assert conv.meta["transcript"] == src[i].text and conv.meta["source"] == i
-    prov = json.loads((out / "store.json").read_text())["extra"]["chat_data"]
+    prov = json.loads((out / "store.json").read_text())["provenance"]["chat_data"]
     assert (
         prov["model"] == str(chat_model)
         and prov["model_kind"] == "hf"
@@ -172,7 +172,11 @@ def test_second_run_skips_done_chunks_and_resumes_a_slice(
     capsys.readouterr()
     assert _run(gappy_store, chat_model, part, "--max-new-tokens", "3") == 1
     err = capsys.readouterr().err
-    assert "made with other make-chat-data settings" in err
+    assert (
+        "made from other inputs or settings: provenance.chat_data.settings.max_new_tokens (6 -> 3)"
+        in err
+    )
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_chain_mode_speaks_answers_with_the_bundle_tts(
@@ -199,7 +203,7 @@ def test_chain_mode_speaks_answers_with_the_bundle_tts(
         assert conv.meta["answer_speech"] == "tts" or conv.meta["answer_speech"].startswith(
             "recording:"
         )
-    prov = json.loads((out / "store.json").read_text())["extra"]["chat_data"]
+    prov = json.loads((out / "store.json").read_text())["provenance"]["chat_data"]
     assert prov["tts_bundle"] == str(voc_bundle) and prov["settings"]["mode"] == "chain"
 
 
@@ -237,7 +241,7 @@ def test_chain_text_mode_writes_transcript_then_answer(gappy_store, chat_model, 
     for source, conv, (text,) in _assistant_turns(gappy_store, out):
         assert text == f"[ta] {source.text.strip()} [ua] {conv.meta['answer']}"
         assert conv.meta["mode"] == "chain_text"
-    prov = json.loads((out / "store.json").read_text())["extra"]["chat_data"]
+    prov = json.loads((out / "store.json").read_text())["provenance"]["chat_data"]
     assert prov["settings"]["mode"] == "chain_text" and prov["tts_bundle"] is None
 
 
@@ -262,7 +266,8 @@ def test_a_bundle_as_the_text_model(gappy_store, voc_bundle, tmp_path):
         assert conv.messages[-1].text and conv.messages[0].text.strip() in train
         assert conv.meta["instruction"] == conv.messages[0].text.strip()
     assert (
-        json.loads((out / "store.json").read_text())["extra"]["chat_data"]["model_kind"] == "bundle"
+        json.loads((out / "store.json").read_text())["provenance"]["chat_data"]["model_kind"]
+        == "bundle"
     )
 
 

@@ -72,7 +72,7 @@ def test_quick_instruct_demo(tmp_path):
     }
     assert extra and extra <= set(QUESTION_VOICES) and not extra & set(HELDOUT_VOICES)
     # the modal-invariance conversations draw training phrasings only
-    prov = json.loads((out / "stores" / "chat_modal" / "store.json").read_text())["extra"][
+    prov = json.loads((out / "stores" / "chat_modal" / "store.json").read_text())["provenance"][
         "chat_data"
     ]
     assert prov["settings"]["instruction_task"] == "spoken_qa"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from itertools import pairwise
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from tests.helpers import UNITS_K, sentences
 from tokunify.cli import main
 from tokunify.formats import TaskOptions, Utterance, Word, make_task
 from tokunify.store import StoreMeta, TokenStore
-from tokunify.synth_interleave import SPAN_POLICIES, make_policy, word_bounds
+from tokunify.synth_interleave import SPAN_POLICIES, make_policy, read_documents, word_bounds
 from tokunify.vocab import DEFAULT_TASKS, UnifiedVocab, units_stream
 
 DOCS = 10
@@ -113,13 +114,14 @@ def test_synth_interleave_task_follows_the_stored_spans():
 
 def test_store_records_spans_units_words_and_metadata(store, synth_bundle, capsys):
     st = TokenStore(store)
-    meta = StoreMeta.load(store).extra["synth_interleave"]
+    meta = StoreMeta.load(store).provenance["synth_interleave"]
     assert len(st) == DOCS - 2 and st.rejects == 2
     rejects = "".join(p.read_text() for p in store.glob("rejects-*.jsonl"))
     assert "empty document" in rejects and "> --max-words 20" in rejects
     assert len(meta["bundle_hash"]) == 16 and meta["policy"]["kind"] == "poisson"
     assert meta["verify_fraction"] == 0.5 and meta["max_wer"] == 0.9
-    stats = meta["stats"]
+    assert StoreMeta.load(store).extra["synth_interleave"]["bundle"] == str(synth_bundle.resolve())
+    stats = StoreMeta.load(store).extra["synth_interleave"]["stats"]
     assert stats["documents"] == DOCS - 2 and 0 < stats["speech_ratio"] < 1
     assert stats["verified_spans"] > 0 and 0 <= stats["kept_share"] <= 1
     vocab = UnifiedVocab.load(synth_bundle)
@@ -157,7 +159,7 @@ def test_max_wer_drops_spans_back_to_text(corpus, synth_bundle, tmp_path):
     assert all(len(r.streams["units"]) == 0 for r in TokenStore(out))
 
 
-def test_slices_and_resume_give_the_single_run_store(corpus, synth_bundle, tmp_path):
+def test_slices_and_resume_give_the_single_run_store(corpus, synth_bundle, tmp_path, capsys):
     single, sliced = tmp_path / "single", tmp_path / "sliced"
     fast = ("--max-units-per-word", "4")  # short generations: this test is about the job
     assert synth(corpus, synth_bundle, single, *fast) == 0
@@ -169,8 +171,37 @@ def test_slices_and_resume_give_the_single_run_store(corpus, synth_bundle, tmp_p
     assert all((single / f).read_bytes() == (sliced / f).read_bytes() for f in files)
     assert synth(corpus, synth_bundle, sliced, *fast) == 0  # a rerun of a complete store: no-op
     assert all((single / f).read_bytes() == (sliced / f).read_bytes() for f in files)
-    # other settings on the same --out are refused in one line
+    # other settings, other documents (as many), another bundle on the same --out: refused in one line
+    capsys.readouterr()
     assert synth(corpus, synth_bundle, sliced, *fast, "--speech-ratio", "0.3") != 0
+    edited = tmp_path / "docs.txt"
+    lines = corpus.read_text().splitlines()
+    edited.write_text("\n".join([*lines[:-1], "an edited last document"]) + "\n")
+    assert synth(edited, synth_bundle, sliced, *fast) != 0
+    other = tmp_path / "other-bundle"
+    shutil.copytree(synth_bundle, other)
+    (other / "generation_config.json").write_text('{"note": "edited"}')
+    assert synth(corpus, other, sliced, *fast) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(e.startswith(f"tokunify synth-interleave: error: {sliced}: exists, made from other inputs") for e in err)  # fmt: skip
+    assert "provenance.synth_interleave.policy.speech_ratio (0.5 -> 0.3)" in err[0]
+    assert "provenance.manifest (" in err[1] and "synth_interleave" not in err[1]
+    assert "provenance.synth_interleave.bundle_hash (" in err[2] and "manifest" not in err[2]
+    shutil.copytree(synth_bundle, tmp_path / "same-bundle")  # a copy elsewhere: the same content
+    assert synth(corpus, tmp_path / "same-bundle", sliced, *fast) == 0
+
+
+def test_invalid_utf8_is_a_reject_naming_the_line(tmp_path):
+    p = tmp_path / "docs.txt"
+    p.write_bytes(b"good words here\nbad \xff byte\nmore good words\n")
+    rows = read_documents(p, "text", 20)
+    assert [type(r).__name__ for r in rows] == ["Doc", "Reject", "Doc"]
+    assert rows[1].reason == "line 2: not UTF-8 (invalid start byte at byte 4 of the line)"
+    assert rows[2].words == ("more", "good", "words")
+    j = tmp_path / "docs.jsonl"
+    j.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    rows = read_documents(j, "text", 20)
+    assert rows[0].words == ("fine",) and rows[1].reason.startswith("line 2: not UTF-8")
 
 
 def test_store_trains_with_the_synth_interleave_task(store, synth_bundle, tmp_path):

@@ -15,8 +15,10 @@ template, :func:`tokunify.chat.templates.template_for`). Generation is batched.
 
 The job is the store job of :mod:`tokunify.store.job`: resumable (finished chunks are skipped),
 sharded (``--shard i/N`` or the launcher), records without a transcript or speech become rejects.
-The output store's ``store.json`` records the provenance under ``extra.chat_data``: model (path and
-content hash), mode, prompts and decoding settings; a rerun with other settings is refused.
+The output store's ``store.json`` records the provenance under ``provenance.chat_data``: the source
+store's fingerprint, the model (path and content hash), mode, prompts and decoding settings; a
+rerun with other settings is refused by the store's one provenance check
+(:meth:`tokunify.store.StoreMeta.differences`), naming what differs.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import numpy as np
 
 from tokunify.chat.instructions import drop_words
 from tokunify.formats import DEFAULT_PAIR_KEY
+from tokunify.fsio import content_hash
 from tokunify.store import Record, Reject, StoreError, StoreMeta, TokenStore
 from tokunify.store.job import JobOptions, report_store, run_store_job
 
@@ -103,20 +106,9 @@ class MakeChatDataArgs:
 
 # ---- text chat models ------------------------------------------------------------------------
 def _weights_hash(path: Path) -> str | None:
-    """Content hash of a local model directory (weights, config, tokenizer); None for a hub id."""
-    if not path.is_dir():
-        return None
-    from tokunify.tokenizers.identity import file_hash
-
-    names = sorted(
-        p
-        for p in path.rglob("*")
-        if p.is_file() and p.suffix in (".safetensors", ".bin", ".json", ".model")
-    )
-    h = hashlib.sha256()
-    for p in names:
-        h.update(f"{p.relative_to(path)}:{file_hash(p)}\n".encode())
-    return h.hexdigest()[:16]
+    """Content hash of a local model directory (every file: weights, config, tokenizer); None
+    for a hub id (its name is the provenance)."""
+    return content_hash(path) if path.is_dir() else None
 
 
 def _decoding(temperature: float, max_new_tokens: int) -> dict[str, Any]:
@@ -523,15 +515,9 @@ def run_make_chat_data(args: MakeChatDataArgs) -> dict[str, Any]:
         manifest=str(Path(args.store).resolve()),
         manifest_rows=len(source),
         chunk_size=args.chunk_size,
-        extra={PROVENANCE_KEY: prov},
+        provenance={PROVENANCE_KEY: prov},  # a resume with other settings is refused, naming them
     )
     out = Path(args.out)
-    if (out / "store.json").is_file():
-        old = StoreMeta.load(out).extra.get(PROVENANCE_KEY)
-        if json.dumps(old, sort_keys=True) != json.dumps(prov, sort_keys=True):
-            raise StoreError(
-                f"{out}: exists, made with other make-chat-data settings or model; use a new --out"
-            )
     opts = JobOptions(shard=args.shard, workers=args.workers, device=args.device, progress=args.progress,
                       name="make-chat-data", unit="record")  # fmt: skip
     result = run_store_job(

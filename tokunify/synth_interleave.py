@@ -26,7 +26,6 @@ spans from the same distribution scaled by ``(1 - r) / r`` so that a share ``r``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -150,17 +149,24 @@ Row = Doc | Reject
 
 
 def read_documents(path: str | Path, text_field: str, max_words: int) -> list[Row]:
-    """Every line of ``path`` in order: a :class:`Doc`, or a :class:`Reject` (empty, over-long, bad
-    JSON, missing field, duplicate id). JSONL is recognised by the ``.jsonl``/``.json`` suffix."""
+    """Every line of ``path`` in order: a :class:`Doc`, or a :class:`Reject` (invalid UTF-8, empty,
+    over-long, bad JSON, missing field, duplicate id). JSONL is recognised by the
+    ``.jsonl``/``.json`` suffix."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such text corpus")
     jsonl = p.suffix in (".jsonl", ".json")
     rows: list[Row] = []
     seen: set[str] = set()
-    with p.open(encoding="utf-8", errors="replace") as f:
-        for i, line in enumerate(f):
-            rid, text = f"{p.stem}-{i:09d}", line
+    with p.open("rb") as f:  # lines decoded one by one: a bad byte rejects its line only
+        for i, raw in enumerate(f):
+            rid = f"{p.stem}-{i:09d}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                rows.append(Reject(rid, str(p), f"line {i + 1}: not UTF-8 ({e.reason} at byte {e.start} of the line)"))  # fmt: skip
+                continue
+            text = line
             if jsonl:
                 if not line.strip():
                     rows.append(Reject(rid, str(p), f"line {i + 1}: empty line"))
@@ -188,19 +194,6 @@ def read_documents(path: str | Path, text_field: str, max_words: int) -> list[Ro
                 seen.add(rid)
                 rows.append(Doc(i, rid, words))
     return rows
-
-
-# ---- the store's metadata (hash of the TTS bundle) -----------------------------------------------------------------------
-def bundle_hash(path: str | Path) -> str:
-    """Content hash of a bundle directory: every file's relative name and bytes."""
-    root = Path(path)
-    h = hashlib.sha256()
-    for p in sorted(q for q in root.rglob("*") if q.is_file()):
-        h.update(str(p.relative_to(root)).encode() + b"\0")
-        with p.open("rb") as f:
-            for block in iter(lambda f=f: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
 
 
 def word_bounds(words: tuple[str, ...], n_units: int) -> np.ndarray:

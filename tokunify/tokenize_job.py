@@ -15,7 +15,7 @@ shard's rejects file, and finished shards are never rewritten.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -25,6 +25,7 @@ import numpy as np
 
 from tokunify.audio import AudioError, check_audio, read_many, to_mono
 from tokunify.config import read_data_file
+from tokunify.fsio import content_hash
 from tokunify.manifest import Entry, read_manifest
 from tokunify.store import (
     Record,
@@ -32,9 +33,10 @@ from tokunify.store import (
     StoreMeta,
     StreamInfo,
     record_from_entry,
+    rows_digest,
     write_chunk,
 )
-from tokunify.store.job import JobOptions, report_store, rows_of, run_store_job
+from tokunify.store.job import JobOptions, check_counts, report_store, rows_of, run_store_job
 from tokunify.tokenizers.identity import text_tokenizer_hash, tokenizer_hash
 
 
@@ -122,15 +124,38 @@ def parse_tokenizers(specs: list[str]) -> dict[str, tuple[dict[str, Any], Path]]
     return out
 
 
+# Tokenizer config keys that may name local files or directories (an encoder, its centroids).
+PATH_KEYS = ("source", "centroids", "checkpoint", "weights", "config")
+
+
+def local_files(config: dict[str, Any], base: Path) -> dict[str, str]:
+    """``key -> content hash`` of every local file or directory a tokenizer config names (a hub id
+    or a name is no path and is covered by the config itself)."""
+    out = {}
+    for key in PATH_KEYS:
+        v = config.get(key)
+        if isinstance(v, str) and v:
+            p = Path(v) if Path(v).is_absolute() else base / v
+            p = p if p.exists() else Path(v)
+            if p.exists():
+                out[key] = content_hash(p)
+    return out
+
+
 def build_meta(
     args: TokenizeArgs,
-    n_rows: int,
+    rows: Sequence[Row],
     tokenizers: dict[str, tuple[dict[str, Any], Path]] | None = None,
 ) -> StoreMeta:
-    """The store's ``store.json`` for this job; ``tokenizers`` default to ``args.tokenizer``."""
+    """The store's ``store.json`` for this job; ``tokenizers`` default to ``args.tokenizer``.
+
+    Its provenance holds what decides the rows besides the tokenizers' configs: the rows' content
+    (:func:`~tokunify.store.rows_digest`), the bytes of local files the tokenizers and the text
+    tokenizer name, and the settings that decide rejects."""
     from tokunify.tokenizers.base import tokenizer_from_config
 
     streams = {}
+    files: dict[str, dict[str, str]] = {}
     specs = parse_tokenizers(args.tokenizer) if tokenizers is None else tokenizers
     for name, (cfg, base) in specs.items():
         tok = tokenizer_from_config(cfg, base_dir=base, device="cpu")
@@ -152,6 +177,7 @@ def build_meta(
             tokenizer=full,
             hash=tokenizer_hash(full),
         )
+        files[name] = local_files(full, base)
     text = None
     if args.text_tokenizer:
         from tokunify.tokenizers.text import load_text_tokenizer
@@ -159,12 +185,19 @@ def build_meta(
         tt = load_text_tokenizer(args.text_tokenizer)
         text = {"source": str(Path(args.text_tokenizer).resolve()) if Path(args.text_tokenizer).exists() else args.text_tokenizer,
                 "hash": text_tokenizer_hash(tt), "size": len(tt)}  # fmt: skip
+        if Path(args.text_tokenizer).exists():
+            files["text_tokenizer"] = {"source": content_hash(args.text_tokenizer)}
     return StoreMeta(
         streams=streams,
         text_tokenizer=text,
         manifest=str(Path(args.manifest).resolve()),
-        manifest_rows=n_rows,
+        manifest_rows=len(rows),
         chunk_size=args.chunk_size,
+        provenance={
+            "manifest": rows_digest(rows),
+            "files": files,
+            "tokenize": {"min_seconds": args.min_seconds, "require_text": args.require_text},
+        },
     )
 
 
@@ -267,6 +300,7 @@ class ChunkWorker:
     ) -> dict[str, Any]:
         """Tokenize the decoded rows of ``chunk`` and publish the chunk; returns its stats."""
         records, rejected = self.encode(good, rejects)
+        check_counts(chunk, total, len(records), len(rejected), "tokenize")
         return {**write_chunk(self.root, self.meta, chunk, records, rejected), "total": total}
 
     def records(self, done: list[Decoded], enc: dict[str, dict[str, Any]]) -> list[Record]:
@@ -349,7 +383,7 @@ def _audio_rate(totals: dict[str, float], elapsed: float) -> str:
 def run_tokenize(args: TokenizeArgs) -> dict[str, Any]:
     root = Path(args.out)
     rows = load_rows(args.manifest)
-    meta = build_meta(args, len(rows))
+    meta = build_meta(args, rows)
     opts = JobOptions(shard=args.shard, workers=args.workers, device=args.device,
                       progress=args.progress, name="tokenize", unit="utt")  # fmt: skip
     executor = None

@@ -219,7 +219,9 @@ def test_mismatch_is_refused(speech_manifest, mel_tokenizer, tmp_path):
     cfg["dedup"] = False
     cfg["centroids"] = str(mel_tokenizer.parent / cfg["centroids"])
     other.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(StoreError, match="exists with other settings"):
+    with pytest.raises(
+        StoreError, match=r"exists, made from other inputs or settings: .*streams\.units \("
+    ):
         run_tokenize(
             TokenizeArgs(
                 manifest=str(speech_manifest),
@@ -237,6 +239,36 @@ def test_mismatch_is_refused(speech_manifest, mel_tokenizer, tmp_path):
     assert (
         main(["merge-stores", str(tmp_path / "m"), str(store), str(store)]) == 1
     )  # same chunks twice
+
+
+def test_an_edited_manifest_of_the_same_length_is_refused_on_resume(
+    speech_manifest, mel_tokenizer, tmp_path, capsys
+):
+    rows = absolute(rows_of(speech_manifest), speech_manifest.parent)
+    manifest = write_rows(rows, tmp_path / "m.jsonl")
+    store = tmp_path / "store"
+    assert tokenize(manifest, store, mel_tokenizer, "--chunk-size", "4", "--shard", "0/2") == 0
+    done = {p.name: p.read_bytes() for p in store.glob("shard-*.parquet")}
+    edited = [dict(r) for r in rows]
+    edited[-1]["text"] = "a different transcript"  # same number of rows, one row's content edited
+    write_rows(edited, tmp_path / "edited.jsonl")
+    capsys.readouterr()
+    assert tokenize(tmp_path / "edited.jsonl", store, mel_tokenizer, "--chunk-size", "4") == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(store) in err
+    assert "made from other inputs or settings: provenance.manifest (" in err
+    assert "streams" not in err and "chunk_size" not in err
+    # the same rows from another file (keys in another order): the store resumes
+    moved = tmp_path / "elsewhere" / "same.jsonl"
+    moved.parent.mkdir()
+    moved.write_text("".join(json.dumps(dict(reversed(r.items()))) + "\n" for r in rows))
+    capsys.readouterr()
+    assert tokenize(moved, store, mel_tokenizer, "--chunk-size", "4") == 0
+    assert {p.name: p.read_bytes() for p in store.glob("shard-*.parquet") if p.name in done} == done
+    assert len(TokenStore(store)) + TokenStore(store).rejects == len(rows)
+    # a changed setting that decides the rejects is refused too
+    assert tokenize(manifest, store, mel_tokenizer, "--chunk-size", "4", "--min-seconds", "9") == 1
+    assert "provenance.tokenize.min_seconds (0.1 -> 9.0)" in capsys.readouterr().err
 
 
 def test_reader_order_ranks_and_inspect(speech_manifest, mel_tokenizer, sp_dir, tmp_path, capsys):

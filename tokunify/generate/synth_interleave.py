@@ -9,14 +9,14 @@ ModalityConstraint, KV cache; nothing vocoded) -> optional ASR re-reading of a s
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from tokunify.store import Record, Reject, StoreMeta, StreamInfo, TokenStore
+from tokunify.fsio import content_hash
+from tokunify.store import Record, Reject, StoreMeta, StreamInfo, TokenStore, rows_digest
 from tokunify.store.job import JobOptions, report_store, run_store_job
 from tokunify.synth_interleave import (
     DOC_KIND,
@@ -26,7 +26,6 @@ from tokunify.synth_interleave import (
     Doc,
     Row,
     SpanPolicy,
-    bundle_hash,
     format_span_stats,
     make_policy,
     read_documents,
@@ -130,9 +129,11 @@ class SynthInterleaveArgs:
 
 
 # ---- the store's metadata ----------------------------------------------------------------------
-def build_meta(args: SynthInterleaveArgs, n_rows: int) -> StoreMeta:
+def build_meta(args: SynthInterleaveArgs, rows: list[Row]) -> StoreMeta:
     """``store.json``: the bundle's stream (its tokenizer hash, so `train` accepts the store with
-    that bundle), its text tokenizer, and ``extra.synth_interleave``: bundle hash and settings."""
+    that bundle), its text tokenizer, ``extra.synth_interleave``: the bundle's path (and the
+    statistics once complete), and the provenance a resumed job must match: the documents'
+    content (``manifest``), ``synth_interleave``: the bundle's content hash and the settings."""
     from tokunify.bundle import load as load_bundle
     from tokunify.tokenizers.identity import text_tokenizer_hash, tokenizer_hash
 
@@ -154,15 +155,14 @@ def build_meta(args: SynthInterleaveArgs, n_rows: int) -> StoreMeta:
     )
     text = {"source": str(Path(args.bundle).resolve()),
             "hash": text_tokenizer_hash(b.tokenizer, b.vocab.text_size), "size": len(b.tokenizer)}  # fmt: skip
-    extra = {
-        DOC_KIND: {
-            "bundle": str(Path(args.bundle).resolve()),
-            "bundle_hash": bundle_hash(args.bundle),
-            **args.settings(),
-        }
+    provenance = {
+        "manifest": rows_digest(rows),
+        DOC_KIND: {"bundle_hash": content_hash(args.bundle), **args.settings()},
     }
     return StoreMeta(streams={stream: info}, text_tokenizer=text, manifest=str(Path(args.text).resolve()),
-                     manifest_rows=n_rows, chunk_size=args.chunk_size, extra=extra)  # fmt: skip
+                     manifest_rows=len(rows), chunk_size=args.chunk_size,
+                     extra={DOC_KIND: {"bundle": str(Path(args.bundle).resolve())}},
+                     provenance=provenance)  # fmt: skip
 
 
 # ---- one chunk ----------------------------------------------------------------------------------
@@ -300,30 +300,13 @@ class SynthWorker:
 
 
 # ---- the job ------------------------------------------------------------------------------------
-def check_resume(root: Path, meta: StoreMeta) -> None:
-    """An existing store must come from the same bundle and settings (the fingerprint alone does
-    not cover them)."""
-    from tokunify.store.layout import META_FILE
-
-    if not (root / META_FILE).exists():
-        return
-    old = {
-        k: v for k, v in (StoreMeta.load(root).extra.get(DOC_KIND) or {}).items() if k != "stats"
-    }
-    new = json.loads(json.dumps(meta.extra[DOC_KIND]))
-    if old != new:
-        diff = sorted(k for k in set(old or {}) | set(new) if (old or {}).get(k) != new.get(k))
-        raise ValueError(f"{root}: exists with other synth-interleave settings ({', '.join(diff)}); use a new --out")  # fmt: skip
-
-
 def run_synth_interleave(args: SynthInterleaveArgs) -> dict[str, Any]:
     from functools import partial
 
     args.check()
     root = Path(args.out)
     rows = read_documents(args.text, args.text_field, args.max_words)
-    meta = build_meta(args, len(rows))
-    check_resume(root, meta)
+    meta = build_meta(args, rows)
     opts = JobOptions(shard=args.shard, workers=args.workers, device=args.device,
                       progress=args.progress, name="synth-interleave", unit="doc")  # fmt: skip
     res = run_store_job(root, meta, rows, partial(SynthWorker, args, meta), opts)

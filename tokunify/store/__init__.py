@@ -16,6 +16,7 @@ from tokunify.store.layout import (
     done_chunks,
     is_done,
     open_or_create,
+    rows_digest,
     shard_file,
     shard_name,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "is_done",
     "open_or_create",
     "record_from_entry",
+    "rows_digest",
     "shard_file",
     "shard_name",
     "shuffled_order",

@@ -10,6 +10,8 @@ into store records and rejects (:class:`ChunkProcessor`). :func:`run_store_job` 
 - takes this process's slice of the chunks: ``--shard i/N`` wins, else torchrun/accelerate
   (``RANK``/``WORLD_SIZE``) or SLURM (:mod:`tokunify.launcher`); slices that share ``root`` on one
   file system make one store and the last one to finish reports it complete;
+- checks that every chunk's records + rejects are its rows (:func:`check_counts`; a chunk that
+  lost or gained rows fails loudly and is not written);
 - publishes each chunk atomically with :func:`~tokunify.store.writer.write_chunk` (shard, rejects
   file, stats last);
 - runs ``workers`` local processes (``spawn``; each builds its own worker from the factory and gets
@@ -43,7 +45,7 @@ from queue import Empty
 from typing import Any, Protocol
 
 from tokunify.launcher import Launch, detect_launch, device_for
-from tokunify.store.layout import StoreMeta, done_chunks, is_done, open_or_create
+from tokunify.store.layout import StoreError, StoreMeta, done_chunks, is_done, open_or_create
 from tokunify.store.schema import Record
 from tokunify.store.writer import Reject, write_chunk
 
@@ -109,11 +111,34 @@ def rows_of(rows: Sequence[Any], meta: StoreMeta, chunk: int) -> list[Any]:
     return list(rows[r.start : r.stop])
 
 
+class ChunkCountError(StoreError):
+    """A worker returned more or fewer records + rejects than its chunk has rows."""
+
+
+def check_counts(chunk: int, rows: int, records: int, rejects: int, name: str = "store") -> None:
+    """Every row of a chunk lands exactly once, as a record or a reject; else the chunk fails
+    (nothing of it is published, so it is not done and a rerun redoes it)."""
+    if records + rejects != rows:
+        raise ChunkCountError(
+            f"{name} chunk {chunk}: {rows} rows gave {records} records + {rejects} rejects = "
+            f"{records + rejects}; the worker {'lost' if records + rejects < rows else 'added'} rows, "
+            "the chunk is not written"
+        )
+
+
 def run_chunk(
-    root: str | Path, meta: StoreMeta, worker: ChunkProcessor, chunk: int, rows: list[Any]
+    root: str | Path,
+    meta: StoreMeta,
+    worker: ChunkProcessor,
+    chunk: int,
+    rows: list[Any],
+    name: str = "store",
 ) -> Stats:
-    """Process one chunk and publish it; returns its stats (with ``total``: rows of the chunk)."""
+    """Process one chunk and publish it; returns its stats (with ``total``: rows of the chunk).
+
+    Raises :class:`ChunkCountError` when records + rejects != rows (the chunk stays undone)."""
     records, rejects = worker.process(chunk, rows)
+    check_counts(chunk, len(rows), len(records), len(rejects), name)
     return {**write_chunk(root, meta, chunk, records, rejects), "total": len(rows)}
 
 
@@ -156,7 +181,7 @@ def run_store_job(
     elif opts.workers <= 1 or len(todo) <= 1:
         worker = make_worker(device) if todo else None
         for c in todo:
-            done(run_chunk(root, meta, worker, c, rows_of(rows, meta, c)))  # type: ignore[arg-type]
+            done(run_chunk(root, meta, worker, c, rows_of(rows, meta, c), opts.name))  # type: ignore[arg-type]
     else:
         _run_workers(root, meta, rows, make_worker, opts, device, todo, done)
     bar(None, "")
@@ -187,13 +212,18 @@ def _worker_main(
     chunks: dict[int, list[Any]],
     queue: Any,
     threads: int,
+    name: str,
 ) -> None:
     import torch
 
     torch.set_num_threads(threads)
     worker = make_worker(device)
     for c, rows in chunks.items():
-        queue.put(run_chunk(root, meta, worker, c, rows))
+        try:
+            queue.put(run_chunk(root, meta, worker, c, rows, name))
+        except ChunkCountError as e:  # the parent raises it: one line, not a worker traceback
+            queue.put(str(e))
+            return
     queue.put(None)
 
 
@@ -214,7 +244,7 @@ def _run_workers(
     procs = []
     for w in range(n):
         mine = {c: rows_of(rows, meta, c) for c in todo[w::n]}
-        work = (str(root), meta, make_worker, device, mine, queue, threads)
+        work = (str(root), meta, make_worker, device, mine, queue, threads, opts.name)
         procs.append(ctx.Process(target=_worker_main, args=work))
     for p in procs:
         p.start()
@@ -233,6 +263,10 @@ def _run_workers(
             continue
         if item is None:
             finished += 1
+        elif isinstance(item, str):  # a chunk failed its count check
+            for p in procs:
+                p.terminate()
+            raise ChunkCountError(item)
         else:
             done(item)
     for p in procs:

@@ -3,7 +3,8 @@
 ::
 
     STORE/
-      store.json                 streams (tokenizer configs + content hashes), text tokenizer, chunking
+      store.json                 streams (tokenizer configs + content hashes), text tokenizer, chunking,
+                                 provenance (hashes of the manifest's rows, models, settings)
       shard-000012.parquet       one chunk of the manifest (rows in manifest order)
       shard-000012.json          its stats: rows, rejects, audio seconds (written last: marks it done)
       rejects-000012.jsonl       rejected rows of that chunk: id, path, reason
@@ -13,8 +14,10 @@ The manifest is cut into fixed chunks of ``chunk_size`` rows; chunk ``c`` become
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +83,43 @@ class StreamInfo:
     hash: str  # content hash of the tokenizer (config + centroid bytes)
 
 
+def _plain(o: Any) -> Any:
+    """JSON form of what a row holds beyond JSON: dataclasses, paths, numpy values."""
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
+        return {f.name: getattr(o, f.name) for f in dataclasses.fields(o)}
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "tolist"):  # numpy arrays and scalars
+        return o.tolist()
+    raise TypeError(f"cannot digest a row holding {type(o).__name__}")
+
+
+def rows_digest(rows: Iterable[Any]) -> str:
+    """Content hash (16 hex digits) of a job's rows, in order: what the manifest says about each
+    row (id, audio, times, text, speaker, ...; a reject's reason). Two manifests that give the same
+    rows give the same digest, whatever their format or path; one edited row changes it."""
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(json.dumps(r, default=_plain, sort_keys=True).encode() + b"\n")
+    return h.hexdigest()[:16]
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _short(v: Any) -> str:
+    text = json.dumps(v, default=str)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
 @dataclass
 class StoreMeta:
     streams: dict[str, StreamInfo]
@@ -88,6 +128,12 @@ class StoreMeta:
     manifest_rows: int
     chunk_size: int
     extra: dict[str, Any] = field(default_factory=dict)
+    """What the job records for its readers (kind, statistics); not compared."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Every other input that decides the rows, as JSON values: ``manifest`` (the
+    :func:`rows_digest` of the rows), content hashes of model files and directories
+    (:func:`tokunify.fsio.content_hash`), the settings. Part of :meth:`fingerprint`: a resumed job
+    whose provenance differs is refused, naming what differs."""
 
     @property
     def num_chunks(self) -> int:
@@ -98,15 +144,30 @@ class StoreMeta:
         a = chunk * self.chunk_size
         return range(a, min(a + self.chunk_size, self.manifest_rows))
 
-    def fingerprint(self) -> str:
-        """What must match for two stores (or slices) to be merged: tokenizers and chunking."""
-        parts = {
+    def _identity(self) -> dict[str, Any]:
+        parts: dict[str, Any] = {
             "streams": {k: v.hash for k, v in sorted(self.streams.items())},
             "text": (self.text_tokenizer or {}).get("hash"),
             "manifest_rows": self.manifest_rows,
             "chunk_size": self.chunk_size,
         }
-        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+        if self.provenance:  # stores written before provenance keep their fingerprint
+            parts["provenance"] = self.provenance
+        return parts
+
+    def fingerprint(self) -> str:
+        """What must match for two stores (or slices) to be merged or a store to be resumed:
+        tokenizers, chunking and the provenance (the rows' content, models, settings)."""
+        parts = json.dumps(self._identity(), sort_keys=True, default=str)
+        return hashlib.sha256(parts.encode()).hexdigest()[:16]
+
+    def differences(self, other: StoreMeta) -> list[str]:
+        """What differs between two metas' fingerprints, one ``key (old -> new)`` per item:
+        ``provenance.manifest``, ``streams.units``, ``provenance.chat_data.settings.seed``, ..."""
+        a = _flat(json.loads(json.dumps(self._identity(), default=str)))
+        b = _flat(json.loads(json.dumps(other._identity(), default=str)))
+        keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        return [f"{k} ({_short(a.get(k))} -> {_short(b.get(k))})" for k in keys]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -135,6 +196,7 @@ class StoreMeta:
             manifest_rows=int(d["manifest_rows"]),
             chunk_size=int(d["chunk_size"]),
             extra=d.get("extra", {}),
+            provenance=d.get("provenance", {}),
         )
 
 
@@ -143,10 +205,11 @@ def open_or_create(root: str | Path, meta: StoreMeta) -> None:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     if (root / META_FILE).exists():
-        if StoreMeta.load(root).fingerprint() != meta.fingerprint():
+        diff = StoreMeta.load(root).differences(meta)
+        if diff:
             raise StoreError(
-                f"{root}: exists with other settings (tokenizers, text tokenizer, manifest size or chunk size); "
-                "use a new --out"
+                f"{root}: exists, made from other inputs or settings: {'; '.join(diff)}; "
+                "use a new --out (or delete this one to start over)"
             )
     else:
         meta.save(root)

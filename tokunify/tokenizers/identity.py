@@ -11,19 +11,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tokunify.fsio import file_hash
+
 # Config keys that name files: the hash covers the file's bytes, not its path.
 FILE_KEYS = ("centroids",)
 # Config keys that describe the tokenizer but do not change its ids.
 IGNORED_KEYS = ("frame_rate", "sample_rate")
-
-
-def file_hash(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (hex)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def tokenizer_hash(config: dict[str, Any], base_dir: str | Path | None = None) -> str:

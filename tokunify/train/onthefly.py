@@ -66,7 +66,7 @@ class CachedManifestStore:
             manifest=str(manifest), out=str(cache), chunk_size=chunk_size, device=device,
             progress=False,
         )  # fmt: skip
-        self.meta: StoreMeta = build_meta(self.args, len(self.rows), {stream: tokenizer})
+        self.meta: StoreMeta = build_meta(self.args, self.rows, {stream: tokenizer})
         self.root = Path(cache)
         open_or_create(self.root, self.meta)
         self._worker: ChunkWorker | None = None
