@@ -158,6 +158,54 @@ def test_readers_refuse_broken_layouts(tmp_path, zr2021):
         read_benchmark("glue", tmp_path)
 
 
+def _sblimp_dir(root: Path, rows: list[tuple[str, str, str, str, int]]) -> Path:
+    """A syntactic/dev directory: ``(id, voice, type, subtype, correct)`` rows, a short wav each."""
+    d = root / "syntactic" / "dev"
+    d.mkdir(parents=True)
+    gold = []
+    for n, (pid, voice, typ, sub, ok) in enumerate(rows):
+        sf.write(d / f"f{n}.wav", np.full(1600, 0.01 * (n + 1), np.float32), 16000)
+        gold.append(dict(filename=f"f{n}", id=pid, voice=voice, type=typ, subtype=sub,
+                         transcription=f"sentence {n}", correct=ok))  # fmt: skip
+    _gold(d / "gold.csv", gold)
+    return d
+
+
+def test_sblimp_keys_pairs_by_type_subtype_and_id(tmp_path):
+    """BLiMP ids restart in every subtype: the same id in two subtypes is two pairs (as the
+    ZeroSpeech 2021 syntactic evaluator groups them), not one that overwrites the other."""
+    rows = [(pid, v, "agreement", sub, ok) for sub in ("det_noun", "subj_verb") for pid in ("0", "1")
+            for v in ("en-us", "en-gb") for ok in (1, 0)]  # fmt: skip
+    d = _sblimp_dir(tmp_path, rows)
+    pairs = read_benchmark("sblimp", tmp_path)
+    assert len(pairs) == 8  # 2 subtypes x 2 ids x 2 voices: every row of gold.csv in one pair
+    assert {p.pos.name for p in pairs} | {p.neg.name for p in pairs} == {f"f{n}.wav" for n in range(16)}  # fmt: skip
+    keys = sorted({p.key for p in pairs})
+    assert keys == ["agreement/det_noun/0", "agreement/det_noun/1", "agreement/subj_verb/0", "agreement/subj_verb/1"]  # fmt: skip
+    assert all(p.pos_text != p.neg_text for p in pairs) and str(d) in str(pairs[0].pos.parent)
+
+
+def test_a_duplicate_row_is_refused_naming_the_file_and_row(tmp_path):
+    rows = [("0", "en-us", "agreement", "det_noun", 1), ("0", "en-us", "agreement", "det_noun", 0),
+            ("0", "en-us", "agreement", "det_noun", 1)]  # fmt: skip
+    d = _sblimp_dir(tmp_path / "syn", rows)
+    with pytest.raises(BenchmarkError) as err:
+        read_benchmark("sblimp", tmp_path / "syn")
+    msg = str(err.value)
+    assert msg == (
+        f"{d / 'gold.csv'}: line 4 repeats the correct row of type 'agreement', subtype 'det_noun', "
+        "id '0', voice 'en-us' (line 2); each key and voice has one pair"
+    )
+    lex = tmp_path / "lex" / "lexical" / "dev"
+    lex.mkdir(parents=True)
+    for n in range(3):
+        sf.write(lex / f"w{n}.wav", np.zeros(1600, np.float32), 16000)
+    _gold(lex / "gold.csv", [dict(filename=f"w{n}", id="p0", voice="en-us", frequency=3, correct=ok)
+                             for n, ok in enumerate((1, 0, 0))])  # fmt: skip
+    with pytest.raises(BenchmarkError, match=r"gold.csv: line 4 repeats the incorrect row of id 'p0', voice 'en-us' \(line 3\)"):  # fmt: skip
+        read_benchmark("swuggy", tmp_path / "lex")
+
+
 def _reference_accuracy(bundle_dir: Path, pairs, conv: Conventions, task: str) -> float:
     """Each file tokenized alone, the slow scorer, then ZeroSpeech averaging (voices, then keys)."""
     b = load(bundle_dir)

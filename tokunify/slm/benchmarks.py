@@ -4,9 +4,15 @@ Every reader returns :class:`Pair` lists; one registry maps a benchmark name to 
 
 - ``swuggy`` (ZeroSpeech 2021 lexical): ``DIR/lexical/{dev,test}/*.wav`` and ``gold.csv`` with columns
   ``filename,id,voice,frequency,word,phones,length,correct``. A word and its non-word share ``id``
-  and ``voice``. ``frequency`` is the word's LibriSpeech count: 0 is the OOV band, >= 1 in-vocabulary.
+  and ``voice``; a pair's key is its ``id`` (ZeroSpeech's lexical evaluator averages by ``id``).
+  ``frequency`` is the word's LibriSpeech count: 0 is the OOV band, >= 1 in-vocabulary.
 - ``sblimp`` (ZeroSpeech 2021 syntactic): ``DIR/syntactic/{dev,test}/*.wav`` and ``gold.csv`` with
-  ``filename,id,voice,type,subtype,transcription,correct``; grouped by ``type`` (the phenomenon).
+  ``filename,id,voice,type,subtype,transcription,correct``; ids repeat across subtypes, so a pair's
+  key is ``type/subtype/id`` (the syntactic evaluator groups by these three); reported by ``type``
+  (the phenomenon).
+
+A ``gold.csv`` with two correct (or two incorrect) rows for one key and voice is refused, naming the
+row: one would silently replace the other.
 - ``sstorycloze`` / ``tstorycloze`` (the released sSC/tSC directories): ``{n}_correct*.wav`` and
   ``{n}_incorrect*.wav``. An optional ``texts.jsonl`` (``{"id", "context", "correct",
   "incorrect"}``) and ``crossmodal/{n}_{context,correct,incorrect}.wav`` (the context and the
@@ -57,32 +63,45 @@ def _split_dir(data: Path, sub: str, split: str) -> Path:
     raise BenchmarkError(f"{data}: no {sub}/{split}/gold.csv (ZeroSpeech 2021 layout)")
 
 
-def _gold(d: Path, required: set[str]) -> list[dict[str, str]]:
+Row = tuple[int, dict[str, str]]  # (line in gold.csv, row)
+
+
+def _gold(d: Path, required: set[str]) -> list[Row]:
     path = d / "gold.csv"
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    missing = required - set(rows[0] if rows else {})
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        rows = [(reader.line_num, r) for r in reader]
+    missing = required - set(reader.fieldnames or ())
     if missing:
         raise BenchmarkError(f"{path}: missing columns {sorted(missing)}")
     return rows
 
 
-def _pairs_by(rows: list[dict[str, str]], d: Path, source: Path) -> list[tuple[dict, dict]]:
-    """Rows grouped on (id, voice) into (correct, incorrect)."""
-    groups: dict[tuple[str, str], dict[str, dict]] = {}
-    for r in rows:
+def _pairs_by(
+    rows: list[Row], d: Path, source: Path, key: tuple[str, ...]
+) -> list[tuple[str, dict, dict]]:
+    """Rows grouped on ``key`` columns + ``voice`` into ``(key, correct, incorrect)``; the key
+    joins the ``key`` columns with ``/``. A second correct (or incorrect) row of a group is refused."""
+    groups: dict[tuple[str, ...], dict[str, Row]] = {}
+    for line, r in rows:
         side = "pos" if str(r["correct"]).strip() in ("1", "True", "true") else "neg"
-        groups.setdefault((r["id"], r.get("voice", "")), {})[side] = r
-    out = []
-    for (pid, voice), g in sorted(groups.items()):
-        if set(g) != {"pos", "neg"}:
+        g = groups.setdefault((*(r[k] for k in key), r.get("voice", "")), {})
+        if side in g:
+            what = ", ".join(f"{k} {r[k]!r}" for k in (*key, "voice") if k in r)
             raise BenchmarkError(
-                f"{source}: id {pid!r} voice {voice!r} needs one correct and one incorrect row"
+                f"{source}: line {line} repeats the {'correct' if side == 'pos' else 'incorrect'} "
+                f"row of {what} (line {g[side][0]}); each key and voice has one pair"
             )
-        for r in g.values():
+        g[side] = (line, r)
+    out = []
+    for k, g in sorted(groups.items()):
+        what = ", ".join(f"{c} {v!r}" for c, v in zip((*key, "voice"), k, strict=True))
+        if set(g) != {"pos", "neg"}:
+            raise BenchmarkError(f"{source}: {what} needs one correct and one incorrect row")
+        for _, r in g.values():
             if not (d / f"{r['filename']}.wav").is_file():
                 raise BenchmarkError(f"{source}: {r['filename']}.wav is listed but missing in {d}")
-        out.append((g["pos"], g["neg"]))
+        out.append(("/".join(k[:-1]), g["pos"][1], g["neg"][1]))
     return out
 
 
@@ -90,12 +109,12 @@ def read_swuggy(data: Path, split: str = "") -> list[Pair]:
     d = _split_dir(data, "lexical", split or "dev")
     rows = _gold(d, {"filename", "id", "correct", "frequency"})
     pairs = []
-    for p, n in _pairs_by(rows, d, d / "gold.csv"):
+    for key, p, n in _pairs_by(rows, d, d / "gold.csv", ("id",)):
         freq = str(p.get("frequency", "")).strip()
         band = "oov" if freq in ("", "0", "nan", "NaN") else "in_vocab"
         pairs.append(
             Pair(
-                p["id"],
+                key,
                 d / f"{p['filename']}.wav",
                 d / f"{n['filename']}.wav",
                 {"vocab": band},
@@ -108,17 +127,17 @@ def read_swuggy(data: Path, split: str = "") -> list[Pair]:
 
 def read_sblimp(data: Path, split: str = "") -> list[Pair]:
     d = _split_dir(data, "syntactic", split or "dev")
-    rows = _gold(d, {"filename", "id", "correct", "type"})
+    rows = _gold(d, {"filename", "id", "correct", "type", "subtype"})
     return [
         Pair(
-            p["id"],
+            key,
             d / f"{p['filename']}.wav",
             d / f"{n['filename']}.wav",
             {"type": p["type"]},
             p.get("transcription"),
             n.get("transcription"),
         )
-        for p, n in _pairs_by(rows, d, d / "gold.csv")
+        for key, p, n in _pairs_by(rows, d, d / "gold.csv", ("type", "subtype", "id"))
     ]
 
 
