@@ -19,6 +19,7 @@ from tokunify.cli import main
 from tokunify.config import from_dict, read_data_file
 from tokunify.train.ssl import (
     PRESETS,
+    Corpus,
     HubertPretraining,
     HubertPretrainingHead,
     align_targets,
@@ -118,6 +119,42 @@ def test_padded_batch_equals_one_at_a_time():
     n = int(conv_frames(model.encoder.config, torch.tensor([9000]))[0])
     assert alone.shape[1] == n
     torch.testing.assert_close(together[1, :n], alone[0], atol=1e-5, rtol=1e-4)
+
+
+def _hidden(enc, wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    valid = torch.arange(wavs.shape[1])[None] < lengths[:, None]  # [B, N]
+    with torch.no_grad():
+        return enc(wavs * valid, attention_mask=valid.long()).last_hidden_state  # [B, T, D]
+
+
+@pytest.mark.parametrize("norm", ["layer", "group"])
+def test_training_batches_give_each_crop_its_own_hidden_states(norm):
+    """The batches train-ssl draws (``Corpus.batch``): every row gives, in the batch, the hidden
+    states its crop gives alone. A layer-norm front-end (``tiny``) pads; a group-norm one
+    (``--model base``) normalises over time, so its crops are cut to the batch's shortest."""
+    from transformers import HubertConfig, HubertModel
+
+    config = HubertConfig(**{**TINY, "feat_extract_norm": norm})
+    torch.manual_seed(0)
+    enc = HubertModel(config).eval()
+    g = np.random.default_rng(0)
+    wavs = [g.standard_normal(n).astype(np.float32) for n in (16000, 9000, 12345, 5000)]
+    frames = conv_frames(config, torch.tensor([len(w) for w in wavs]))
+    corpus = Corpus(wavs, [np.arange(int(f)) % K for f in frames], stride=320)
+    batch, lengths, targets = corpus.batch(np.random.default_rng(1), 6, 14000, config)
+    assert (len(set(lengths.tolist())) == 1) == (norm == "group")  # cropped vs padded
+    together = _hidden(enc, batch, lengths)
+    n = conv_frames(config, lengths)
+    for b in range(len(lengths)):
+        alone = _hidden(enc, batch[b : b + 1, : lengths[b]], lengths[b : b + 1])[0]
+        assert alone.shape[0] == n[b] and (targets[b, : n[b]] >= 0).all()
+        torch.testing.assert_close(together[b, : n[b]], alone, atol=1e-5, rtol=1e-4)
+    if norm == "group":  # why: padded, the shorter row's hidden states are not its own
+        pad = torch.zeros(2, 16000)
+        pad[0], pad[1, :9000] = torch.from_numpy(wavs[0]), torch.from_numpy(wavs[1])
+        padded = _hidden(enc, pad, torch.tensor([16000, 9000]))[1, : frames[1]]
+        alone = _hidden(enc, pad[1:, :9000], torch.tensor([9000]))[0]
+        assert (padded - alone).abs().max() > 0.05
 
 
 def test_loss_counts_masked_frames_only():

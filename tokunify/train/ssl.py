@@ -210,6 +210,12 @@ def conv_frames(config: Any, lengths: torch.Tensor) -> torch.Tensor:
     return n.clamp(min=0)
 
 
+def pads_exactly(config: Any) -> bool:
+    """Whether a zero-padded batch gives every row the hidden states of that row alone: true for a
+    layer-norm conv front-end (per frame), false for a group-norm one (over time, padding included)."""
+    return getattr(config, "feat_extract_norm", "group") == "layer"
+
+
 class HubertPretrainingHead(nn.Module):
     """HuBERT's prediction head: ``final_proj`` to ``final_dim``, one embedding per cluster,
     logits = cosine(proj(h), emb_k) / ``logit_temp`` (fairseq ``HubertModel.compute_nce`` with the
@@ -333,8 +339,16 @@ class Corpus:
         self, rng: np.random.Generator, size: int, max_samples: int, config: Any
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A random batch of random crops: ``wavs [B, N]`` zero-padded, ``lengths [B]``, ``targets [B, T]``
-        (-1 on padding). Crops start on a frame boundary so their frames are frames of the whole."""
+        (-1 on padding). Crops start on a frame boundary so their frames are frames of the whole.
+
+        A group-norm front-end (HuBERT base: ``feat_extract_norm="group"``) normalises each channel
+        over the whole input, padding included, so a padded row would not get the hidden states of
+        its crop alone: there every crop is cut to the shortest of the batch (fairseq's HuBERT
+        recipe, ``pad_audio: false``), and no row is padded. A layer-norm front-end (``tiny``)
+        normalises each frame and pads exactly."""
         picks = rng.integers(len(self.wavs), size=size)
+        if not pads_exactly(config):
+            max_samples = min(max_samples, *(len(self.wavs[i]) for i in picks))
         crops, tgts = [], []
         for i in picks:
             w, y = self.wavs[i], self.targets[i]
