@@ -387,7 +387,8 @@ def test_merge_refuses_slices_of_other_chunking_or_tokenizers(
     )
     assert tokenize(speech_manifest, c, other, "--chunk-size", "6", "--shard", "1/2") == 0
     capsys.readouterr()
-    for s in (b, c):
+    for s, why in ((b, "chunk_size (6 -> 9)"), (c, "streams.units (")):
         assert main(["merge-stores", str(tmp_path / f"m-{s.name}"), str(a), str(s)]) == 1
-        assert "cannot merge" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "cannot merge" in err and why in err
         assert not list((tmp_path / f"m-{s.name}").glob("shard-*"))

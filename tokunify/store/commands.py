@@ -30,14 +30,16 @@ def run_merge(args: MergeArgs) -> Path:
     metas = [StoreMeta.load(s) for s in args.stores]
     fp = metas[0].fingerprint()
     for s, m in zip(args.stores, metas, strict=True):
-        if m.fingerprint() != fp:
+        diff = metas[0].differences(m)
+        if diff:
             raise StoreError(
-                f"{s}: made with other tokenizers or another manifest than {args.stores[0]}; cannot merge"
+                f"{s}: made from other inputs or settings than {args.stores[0]}: {'; '.join(diff)}; cannot merge"
             )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if (out / META_FILE).exists() and StoreMeta.load(out).fingerprint() != fp:
-        raise StoreError(f"{out}: exists with other settings")
+        diff = "; ".join(StoreMeta.load(out).differences(metas[0]))
+        raise StoreError(f"{out}: exists, made from other inputs or settings: {diff}")
     metas[0].save(out)
     seen: dict[int, str] = {}
     for s in args.stores:
