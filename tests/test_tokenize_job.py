@@ -184,3 +184,21 @@ def test_a_killed_local_worker_fails_the_job_instead_of_hanging(
     assert proc.returncode == 1 and "a tokenize worker exited with -9" in out and "rerun" in out
     assert len(TokenStore(store, require_complete=False).missing_chunks) == 1
     fifo.unlink()
+
+
+def test_the_store_provenance_covers_the_files_a_tokenizer_config_names(tmp_path):
+    """A local encoder directory (``source``) and centroids are hashed by content; a hub id is
+    covered by the config itself."""
+    from tokunify.tokenize_job import local_files
+
+    enc = tmp_path / "encoder"
+    enc.mkdir()
+    (enc / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "km.npy").write_bytes(b"centroids")
+    cfg = {"kind": "ssl_units", "source": "encoder", "centroids": str(tmp_path / "km.npy")}
+    before = local_files(cfg, tmp_path)
+    assert set(before) == {"source", "centroids"}
+    (enc / "model.safetensors").write_bytes(b"other weights")
+    after = local_files(cfg, tmp_path)
+    assert after["source"] != before["source"] and after["centroids"] == before["centroids"]
+    assert local_files({"source": "facebook/hubert-base-ls960"}, tmp_path) == {}

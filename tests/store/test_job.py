@@ -137,3 +137,12 @@ def test_an_edited_row_list_of_the_same_length_is_refused_on_resume(tmp_path):
     assert "\n" not in msg and "streams" not in msg and "chunk_size" not in msg
     again = run_store_job(root, job(ROWS), ROWS, Upper, JobOptions(progress=False))
     assert again.complete and again.chunks_skipped == 2 and again.totals["chunks"] == 2
+
+
+def test_a_store_without_provenance_is_not_resumed_by_a_job_with_it(tmp_path):
+    run_store_job(tmp_path, meta(), ROWS, Upper, JobOptions(progress=False, shard="0/2"))
+    m = meta()
+    m.provenance = {"manifest": rows_digest(ROWS)}
+    with pytest.raises(StoreError, match="written before stores recorded their inputs"):
+        run_store_job(tmp_path, m, ROWS, Upper, JobOptions(progress=False))
+    assert run(tmp_path)["complete"]  # the job it was made by still resumes it

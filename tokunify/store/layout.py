@@ -205,7 +205,13 @@ def open_or_create(root: str | Path, meta: StoreMeta) -> None:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     if (root / META_FILE).exists():
-        diff = StoreMeta.load(root).differences(meta)
+        old = StoreMeta.load(root)
+        if meta.provenance and not old.provenance:
+            raise StoreError(
+                f"{root}: written before stores recorded their inputs (no provenance in "
+                f"{META_FILE}), so resuming it cannot be checked; use a new --out"
+            )
+        diff = old.differences(meta)
         if diff:
             raise StoreError(
                 f"{root}: exists, made from other inputs or settings: {'; '.join(diff)}; "
