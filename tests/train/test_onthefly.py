@@ -67,6 +67,27 @@ def streams_by_id_in_order(store, order) -> dict[str, tuple]:
     return out
 
 
+def test_an_edited_manifest_gets_its_own_cache(train_bundle, speech_manifest, tmp_path):
+    """The cache is keyed by the rows' content: an edited manifest at the same path is tokenized
+    into a new cache instead of being refused (or served stale tokens) by the old one."""
+    manifest = manifest_with_a_bad_row(speech_manifest, tmp_path / "m.jsonl")
+    bundle = tokunify.load(train_bundle, with_model=False)
+
+    def open_():
+        return manifest_stores([str(manifest)], tmp_path / "cache", "units", bundle, 4, "cpu")[0]
+
+    first = open_()
+    first[0]
+    rows = manifest.read_text().splitlines()
+    edited = json.loads(rows[0])
+    edited["text"] = edited["text"] + " again"
+    manifest.write_text("\n".join([json.dumps(edited), *rows[1:]]) + "\n")
+    second = open_()
+    assert second.root != first.root
+    assert second[0].text == edited["text"] and second.tokenized_chunks == 1
+    assert open_().root == second.root  # the same rows find the same cache
+
+
 def test_train_on_a_manifest(train_bundle, speech_manifest, tmp_path):
     run = tmp_path / "run"
     cfg = write_config(tmp_path / "c.yaml", train_bundle, speech_manifest, run, steps=3,

@@ -30,6 +30,7 @@ from tokunify.store import (
     TokenStore,
     is_done,
     open_or_create,
+    rows_digest,
     shard_file,
     shuffled_order,
 )
@@ -41,10 +42,11 @@ from tokunify.tokenize_job import ChunkWorker, Row, TokenizeArgs, build_meta, lo
 MAX_OPEN_SHARDS = 8  # decoded chunks kept (the shuffled order walks windows of 4 shards)
 
 
-def cache_dir(root: str | Path, manifest: str | Path, tokenizer_hash: str) -> Path:
-    """The cache store of ``manifest`` under ``root``, one per (manifest path, tokenizer)."""
-    key = hashlib.sha256(f"{Path(manifest).resolve()}\n{tokenizer_hash}".encode()).hexdigest()[:12]
-    return Path(root) / f"{Path(manifest).stem}-{key}"
+def cache_dir(root: str | Path, manifest: str | Path, tokenizer_hash: str, rows: str) -> Path:
+    """The cache store of ``manifest`` under ``root``, one per (manifest path, tokenizer, rows
+    digest): an edited manifest gets a new cache instead of a refused or stale one."""
+    key = f"{Path(manifest).resolve()}\n{tokenizer_hash}\n{rows}"
+    return Path(root) / f"{Path(manifest).stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
 class CachedManifestStore:
@@ -53,7 +55,8 @@ class CachedManifestStore:
     def __init__(
         self,
         manifest: str | Path,
-        cache: str | Path,
+        cache_root: str | Path,
+        tokenizer_hash: str,
         stream: str,
         tokenizer: tuple[dict[str, Any], Path],
         chunk_size: int = 256,
@@ -62,6 +65,7 @@ class CachedManifestStore:
         self.rows: list[Row] = load_rows(manifest)
         if not self.rows:
             raise StoreError(f"{manifest}: no rows to train on")
+        cache = cache_dir(cache_root, manifest, tokenizer_hash, rows_digest(self.rows))
         self.args = TokenizeArgs(
             manifest=str(manifest), out=str(cache), chunk_size=chunk_size, device=device,
             progress=False,
@@ -138,7 +142,8 @@ def manifest_stores(
     return [
         CachedManifestStore(
             m,
-            cache_dir(cache_root, m, bundle.spec.speech_tokenizers[stream].get("hash", "")),
+            cache_root,
+            bundle.spec.speech_tokenizers[stream].get("hash", ""),
             stream,
             (cfg, Path(bundle.path)),
             chunk_size,
