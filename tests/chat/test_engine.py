@@ -3,6 +3,8 @@ or in any batch, greedy or sampled; refused conversations; the per-row sampler; 
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 import torch
@@ -133,3 +135,22 @@ def test_decoding_holds_the_greedy_rule():
     assert Decoding.from_preset({"do_sample": False, "max_new_tokens": 9}).greedy
     with pytest.raises(ValueError, match="top_p"):
         Decoding(top_p=0)
+
+
+@pytest.mark.parametrize("reply", ["text", "speech"])
+def test_stream_yields_the_reply_as_it_grows(engine, reply):
+    """stream(): partial replies whose ids grow one at a time, then the final reply, which is
+    reply()'s; a refused conversation raises before anything is yielded."""
+    conv = conversations()[1]
+    steps = list(engine.stream(conv, HOT, seed=4, reply=reply))
+    whole = engine.reply([conv], HOT, seed=4, reply=reply)[0]
+    *partial, final = steps
+    assert final.done and not any(p.done for p in partial)
+    assert final.ids == whole.ids and final.content == whole.content
+    assert [p.ids for p in partial] == [whole.ids[: k + 1] for k in range(len(whole.ids))]
+    if reply == "text":  # the text grows by appending (what a server streams as deltas)
+        texts = [p.text for p in partial]
+        assert all(b.startswith(a) for a, b in pairwise(texts))
+    bad = Conversation([Message("user", "hello <|eos|>")])
+    with pytest.raises(FormatError):
+        next(engine.stream(bad, HOT))

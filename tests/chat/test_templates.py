@@ -187,7 +187,7 @@ def test_reply_grammar():
 def test_vocab_token_strings_in_text_are_refused():
     tok, vocab = build_tokenizer("none")
     conv = Conversation([Message("user", "hello <|eos|> there")])
-    with pytest.raises(FormatError, match="SpeechPart"):
+    with pytest.raises(FormatError, match="holds .<\\|eos\\|>., a token of the speech vocabulary"):
         DefaultTemplate().render(vocab, tok, conv)
 
 

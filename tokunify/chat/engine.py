@@ -26,8 +26,10 @@ replies and the instruct demo's metrics all answer through :meth:`ChatEngine.rep
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +61,8 @@ class Reply:
     sample_rate: int | None = None
     wav: Path | None = None
     """Where a :class:`~tokunify.chat.session.ChatSession` wrote ``audio``."""
+    done: bool = True
+    """False for the partial replies :meth:`ChatEngine.stream` yields while generating."""
 
     @property
     def text(self) -> str:
@@ -86,6 +90,23 @@ class GrammarProcessor(LogitsProcessor):
         )
         scores[:, n:] = float("-inf")
         return scores
+
+
+class _IdQueue(BaseStreamer):
+    """Receives the ids ``model.generate`` produces (the first call carries the prompt)."""
+
+    def __init__(self, q: queue.Queue):
+        self.q, self.prompt_seen = q, False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        for t in value.view(-1).tolist():
+            self.q.put(int(t))
+
+    def end(self) -> None:
+        pass
 
 
 def _seeds(seed: int | Sequence[int], n: int) -> list[int]:
@@ -121,7 +142,7 @@ class ChatEngine:
         self._grammars: dict[str, ReplyGrammar] = {}
 
     @property
-    def stream(self) -> str:
+    def speech_stream(self) -> str:
         """The speech stream user audio is encoded into and replies are vocoded from."""
         return self.gen.stream
 
@@ -139,7 +160,9 @@ class ChatEngine:
 
     def encode_audio(self, audio: Sequence[str | Path | np.ndarray], sample_rate: int | None = None) -> list[SpeechPart]:  # fmt: skip
         """Audio files or arrays as speech parts of the engine's stream."""
-        return [SpeechPart(self.stream, u) for u in self.gen.encode_audio(audio, sample_rate)]
+        return [
+            SpeechPart(self.speech_stream, u) for u in self.gen.encode_audio(audio, sample_rate)
+        ]
 
     @torch.inference_mode()
     def reply(
@@ -176,6 +199,51 @@ class ChatEngine:
                 r.audio = self.vocode(r.speech)
                 r.sample_rate = self.gen.sample_rate if r.audio is not None else None
         return out
+
+    def stream(
+        self,
+        conversation: Conversation,
+        decoding: Decoding | None = None,
+        seed: int = 0,
+        reply: str = "any",
+        vocode: bool = False,
+    ) -> Iterator[Reply]:
+        """The reply of :meth:`reply` while it is generated: a partial :class:`Reply`
+        (``done=False``, content parsed from the ids so far) after every new id, then the final
+        reply (``done=True``), the same as ``reply([conversation], decoding, seed, reply)[0]``.
+        A refused conversation raises before anything is yielded."""
+        self.prompt(conversation, reply)  # refuse in the caller's thread
+        grammar = self.grammar(reply)
+        q: queue.Queue = queue.Queue()
+        result: list[Reply] = []
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                result.extend(
+                    self.reply(
+                        [conversation], decoding, seed, reply, vocode=vocode, streamer=_IdQueue(q)
+                    )
+                )
+            except BaseException as e:  # re-raised in the caller's thread
+                errors.append(e)
+            finally:
+                q.put(None)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        stops = set(self.template.stop_ids(self.vocab, self.tokenizer))
+        ids: list[int] = []
+        while (t := q.get()) is not None:
+            if ids and ids[-1] in stops:
+                continue  # after the stop: padding of a finished row
+            ids.append(t)
+            content = self.template.parse_reply(self.vocab, self.tokenizer, grammar.prefix + ids)
+            yield Reply(content, list(ids), done=False)
+        thread.join()
+        if errors:
+            raise errors[0]
+        yield replace(result[0], done=True)
 
     def _decode(
         self,
@@ -218,7 +286,7 @@ class ChatEngine:
     def vocode(self, parts: Sequence[SpeechPart]) -> np.ndarray | None:
         """``[N]`` float32: the speech parts of the engine's stream through the bundle's vocoder
         (None when there are none)."""
-        units = [p.ids for p in parts if p.stream == self.stream and p.frames > 0]
+        units = [p.ids for p in parts if p.stream == self.speech_stream and p.frames > 0]
         if not units:
             return None
         try:

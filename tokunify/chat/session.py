@@ -68,7 +68,7 @@ class ChatSession:
         if isinstance(turn, SpeechPart):
             return turn
         if isinstance(turn, np.ndarray):
-            return SpeechPart(self.engine.stream, turn)
+            return SpeechPart(self.engine.speech_stream, turn)
         text = str(turn).strip()
         path = Path(text)
         if path.suffix.lower() in AUDIO_SUFFIXES:

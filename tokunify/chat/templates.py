@@ -106,7 +106,7 @@ def refuse_special_text(
         tok = tokenizer.convert_ids_to_tokens(int(ids[ids >= vocab.text_size][0]))
         raise FormatError(
             f"text {text[:40]!r} holds {tok!r}, a token of the speech vocabulary; it cannot be "
-            "typed (speech goes in a SpeechPart)"
+            "typed (speech comes as audio)"
         )
     # the base tokenizer's special tokens are what it stops splitting out when asked to (cheaper
     # than its table of added tokens, which holds every unit token of an extended tokenizer)
