@@ -148,6 +148,7 @@ def test_stream_yields_the_reply_as_it_grows(engine, reply):
     assert final.done and not any(p.done for p in partial)
     assert final.ids == whole.ids and final.content == whole.content
     assert [p.ids for p in partial] == [whole.ids[: k + 1] for k in range(len(whole.ids))]
+    assert all(p.prompt.tolist() == whole.prompt.tolist() for p in partial)
     if reply == "text":  # the text grows by appending (what a server streams as deltas)
         texts = [p.text for p in partial]
         assert all(b.startswith(a) for a, b in pairwise(texts))

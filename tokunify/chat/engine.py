@@ -212,7 +212,7 @@ class ChatEngine:
         (``done=False``, content parsed from the ids so far) after every new id, then the final
         reply (``done=True``), the same as ``reply([conversation], decoding, seed, reply)[0]``.
         A refused conversation raises before anything is yielded."""
-        self.prompt(conversation, reply)  # refuse in the caller's thread
+        prompt = self.prompt(conversation, reply)  # refuse in the caller's thread
         grammar = self.grammar(reply)
         q: queue.Queue = queue.Queue()
         result: list[Reply] = []
@@ -239,7 +239,7 @@ class ChatEngine:
                 continue  # after the stop: padding of a finished row
             ids.append(t)
             content = self.template.parse_reply(self.vocab, self.tokenizer, grammar.prefix + ids)
-            yield Reply(content, list(ids), done=False)
+            yield Reply(content, list(ids), prompt, done=False)
         thread.join()
         if errors:
             raise errors[0]
