@@ -131,6 +131,17 @@ def test_every_task_honours_its_input(gen, speech_manifest, task):
     assert counts[0] != counts[1]
 
 
+def test_temperature_zero_is_greedy_on_the_cli(voc_bundle, tmp_path):
+    """`generate --temperature 0` is `--greedy` (Decoding's rule), for a task that samples."""
+    rows = []
+    for flag in (["--temperature", "0"], ["--greedy"]):
+        out = tmp_path / flag[0].strip("-")
+        args = ["generate", str(voc_bundle), "--task", "text", "--input", "the cat", "--out", str(out), "--max-new-tokens", "8", "--seed", str(len(rows))]  # fmt: skip
+        assert main([*args, *flag]) == 0
+        rows.append(json.loads((out / "results.jsonl").read_text()))
+    assert rows[0] == rows[1] and rows[0]["text"].startswith("the cat")
+
+
 def test_hit_limit_returns_partial_output_with_flag(gen):
     r = gen.generate(
         "tts", ["a long sentence to say"], max_new_tokens=5, do_sample=False, min_new_tokens=5
