@@ -139,13 +139,13 @@ class SeededSampler(LogitsProcessor):
             scores = w(input_ids, scores)
         probs = torch.softmax(scores.float(), dim=-1)  # [B, V]
         cdf = probs.cumsum(-1)  # [B, V]
-        out = torch.full_like(scores, float("-inf"))
-        for b, g in enumerate(self.generators):
-            u = torch.rand((1,), generator=g, device=g.device).to(cdf.device) * cdf[b, -1]
-            k = int(torch.searchsorted(cdf[b], u).clamp(max=cdf.shape[1] - 1))
-            if not probs[b, k] > 0:  # a float edge onto a masked id, or a row with nothing left
-                k = int(scores[b].argmax())
-            out[b, k] = 0.0
+        u = torch.cat([torch.rand((1,), generator=g, device=g.device) for g in self.generators])
+        u = u.to(cdf.device)[:, None] * cdf[:, -1:]  # [B, 1]: one draw per row, its own generator
+        k = torch.searchsorted(cdf, u).clamp(max=cdf.shape[1] - 1)  # [B, 1]
+        # a float edge onto a masked id, or a row with nothing left: its best id
+        bad = ~(probs.gather(1, k) > 0)
+        k = torch.where(bad, scores.argmax(-1, keepdim=True), k)
+        out = torch.full_like(scores, float("-inf")).scatter_(1, k, 0.0)
         return out
 
 
