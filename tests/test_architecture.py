@@ -57,7 +57,13 @@ def imports_of(path: Path) -> set[str]:
 
 
 # Modules of core packages that are applications on top of generation (like serve/).
-APPLICATIONS = ("chat/session.py", "chat/commands.py", "chat_data.py", "demo_instruct.py")
+APPLICATIONS = (
+    "chat/engine.py",
+    "chat/session.py",
+    "chat/commands.py",
+    "chat_data.py",
+    "demo_instruct.py",
+)
 
 
 def part_of(path: Path) -> list[str]:

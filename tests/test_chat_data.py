@@ -219,6 +219,12 @@ def test_chain_mode_prefers_a_recording_of_the_answer(gappy_store, chat_model):
     src = _records(gappy_store)
     units, rid = w.recording(src["u0_1"], "  What is two PLUS three ")  # normalised match
     assert rid == "u1_1" and np.array_equal(units, src["u1_1"].streams["units"])
+    # eval's normaliser: punctuation aside too ("Five." is a recording of "five")
+    from tokunify.generate.evaluate import normalize
+
+    assert w.recording(src["u0_1"], "What is two plus three?")[1] == "u1_1"
+    assert w.recording(src["u0_1"], "what is two, plus three!")[1] == "u1_1"
+    assert set(w.recordings()) == {normalize(r.text) for r in src.values() if r.text}
     units, rid = w.recording(
         src["u4_0"], "a big dog ran to the green house"
     )  # no pair: same speaker

@@ -94,3 +94,43 @@ def test_chain_replies_split_into_transcript_and_answer():
     assert chain_transcript("[ta] what is two plus three [ua] five") == "what is two plus three"
     assert chain_answer("five") == "five" and chain_transcript("five") is None
     assert chain_transcript("[ta] what is two plus") is None  # cut off before the answer
+
+
+def test_demo_metrics_and_chat_over_stdin_give_the_same_reply(voc_bundle, tmp_path):
+    """The instruct demo's reply function (its metrics are computed from it) and `tokunify chat`
+    over stdin answer the same conversation with the same reply for the same bundle, decoding and
+    seed, sampled, and whatever the demo batches the conversation with. A refused turn before it
+    (text holding a special token) leaves the chat's history as it was."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tokunify.chat.conversation import Conversation, Message
+    from tokunify.demo_instruct import replies
+    from tokunify.generate.decoding import Decoding
+    from tokunify.generate.generator import Generator
+
+    out = tmp_path / "chat"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "tokunify", "chat", str(voc_bundle), "--system", "be brief",
+           "--reply", "text", "--temperature", "1.3", "--max-new-tokens", "12", "--seed", "7",
+           "--out", str(out)]  # fmt: skip
+    turns = "hello <|eos|> there\nwhat is two plus three\n"
+    p = subprocess.run(cmd, input=turns, capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "'<|eos|>'" in p.stderr  # the refused turn, named
+    history = json.loads((out / "conversation.json").read_text())["messages"]
+    assert [m["role"] for m in history] == ["system", "user", "assistant"]
+    conv = Conversation([Message("system", "be brief"), Message("user", "what is two plus three")])
+    other = Conversation([Message("user", "a big dog ran to the green house and back again")])
+    decoding = Decoding(temperature=1.3, max_new_tokens=12)
+    gen = Generator(voc_bundle)
+    for batch in ([conv], [other, conv, other]):
+        parts = replies(gen, batch, "text", decoding, seed=7)[batch.index(conv)]
+        assert parts == history[2]["content"]
+    said = [x for x in p.stdout.splitlines() if x.startswith("assistant:")]
+    assert len(said) == 1 and parts
+    assert (
+        said[0].removesuffix(" [cut at --max-new-tokens]") == f"assistant: {''.join(parts).strip()}"
+    )

@@ -299,8 +299,13 @@ def test_generation_facts_come_from_the_task():
     cont = make_task("continue", v, TaskOptions(stream="codec"))
     p = cont.prompt(u)
     assert cont.target_offset(p) == len(p) - v.prefix_len - 1 > 0  # prompt ends inside the target
-    for t in ("asr", "tts", "s2s", "text"):
+    for t in ("asr", "tts", "s2s"):
         assert make_task(t, v).target_offset(make_task(t, v).prompt(u)) == 0
+    text = make_task("text", v)  # the given text opens the target: the model continues it
+    p = text.prompt(u)
+    assert (
+        text.target_offset(p) == len(u.text) > 0 and p[-len(u.text) :].tolist() == u.text.tolist()
+    )
     asr = make_task("asr", v)
     ids, _ = asr.build(u)
     prompt = asr.prompt(u)

@@ -29,15 +29,19 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
 from tokunify.chat.instructions import drop_words
 from tokunify.formats import DEFAULT_PAIR_KEY
 from tokunify.fsio import content_hash
+from tokunify.generate.evaluate import normalize
 from tokunify.store import Record, Reject, StoreError, StoreMeta, TokenStore
 from tokunify.store.job import JobOptions, report_store, run_store_job
+
+if TYPE_CHECKING:
+    from tokunify.generate.decoding import Decoding
 
 PROVENANCE_KEY = "chat_data"
 
@@ -111,22 +115,11 @@ def _weights_hash(path: Path) -> str | None:
     return content_hash(path) if path.is_dir() else None
 
 
-def _decoding(temperature: float, max_new_tokens: int) -> dict[str, Any]:
-    if temperature > 0:
-        return {
-            "do_sample": True,
-            "temperature": temperature,
-            "top_k": None,
-            "top_p": None,
-            "max_new_tokens": max_new_tokens,
-        }
-    return {
-        "do_sample": False,
-        "temperature": None,
-        "top_k": None,
-        "top_p": None,
-        "max_new_tokens": max_new_tokens,
-    }
+def _decoding(temperature: float, max_new_tokens: int) -> Decoding:
+    """make-chat-data's decoding: greedy at temperature 0, else plain temperature sampling."""
+    from tokunify.generate.decoding import Decoding  # torch and transformers: CLI start-up cost
+
+    return Decoding(temperature=temperature, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens)
 
 
 class Responder:
@@ -138,13 +131,16 @@ class Responder:
     def accepts(cls, path: str) -> bool:
         raise NotImplementedError
 
-    def respond(self, texts: Sequence[str]) -> list[str]:
+    def respond(self, texts: Sequence[str], seeds: Sequence[int] | None = None) -> list[str]:
+        """Answers to ``texts``; ``seeds`` (one per text) seed sampled replies where the model
+        samples per row (a bundle does; a HF model draws from torch's global generator)."""
         raise NotImplementedError
 
 
 class BundleResponder(Responder):
-    """A tokunify bundle: the user text rendered by the bundle's chat template; the reply is
-    generated as text (the template's reply grammar) and its text parts joined."""
+    """A tokunify bundle, through the :class:`~tokunify.chat.engine.ChatEngine`: the user text
+    rendered by the bundle's chat template; the reply is generated as text (the template's reply
+    grammar) and its text parts joined."""
 
     kind = "bundle"
 
@@ -152,87 +148,24 @@ class BundleResponder(Responder):
     def accepts(cls, path: str) -> bool:
         return (Path(path) / "vocab.json").is_file() and (Path(path) / "tokunify.json").is_file()
 
-    def __init__(self, path: str, device: str, system: str | None, decoding: dict[str, Any]):
-        from tokunify.bundle import load
+    def __init__(self, path: str, device: str, system: str | None, decoding: Decoding):
+        from tokunify.chat.engine import ChatEngine  # torch and transformers: CLI start-up cost
 
-        self.bundle = load(path, device=device)
-        self.system, self.decoding, self.device = system, decoding, device
+        self.engine = ChatEngine(path, device=device)
+        self.system, self.decoding = system, decoding
 
-    def respond(self, texts: Sequence[str]) -> list[str]:
+    def respond(self, texts: Sequence[str], seeds: Sequence[int] | None = None) -> list[str]:
         from tokunify.chat.conversation import Conversation, Message
 
         sys = [Message("system", self.system)] if self.system else []
         convs = [Conversation([*sys, Message("user", t)]) for t in texts]
-        replies = chat_replies(self.bundle, convs, "text", len(convs), self.device, **self.decoding)
+        replies = self.engine.reply(
+            convs, self.decoding, list(seeds) if seeds is not None else 0, "text",
+            batch_size=len(convs),
+        )  # fmt: skip
         return [
-            " ".join(p.strip() for p in parts if isinstance(p, str)).strip() for parts, _ in replies
+            " ".join(p.strip() for p in r.content if isinstance(p, str)).strip() for r in replies
         ]
-
-
-class _ReplyGrammarProcessor:
-    """A ``LogitsProcessor``: masks what the template's reply grammar forbids, row by row."""
-
-    def __init__(self, grammar: Any, prompt_len: int):
-        self.grammar, self.prompt_len = grammar, prompt_len
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        n = self.grammar.vocab.size  # scores [B, V_model], V_model >= n
-        rows = input_ids[:, self.prompt_len :].tolist()
-        allowed = np.stack([self.grammar.allowed(self.grammar.prefix + r) for r in rows])  # [B, n]
-        scores[:, :n] = scores[:, :n].masked_fill(
-            ~torch.from_numpy(allowed).to(scores.device), float("-inf")
-        )
-        scores[:, n:] = float("-inf")
-        return scores
-
-
-def chat_replies(
-    bundle: Any,
-    convs: Sequence[Any],
-    reply: str = "any",
-    batch_size: int = 16,
-    device: str | Any = "cpu",
-    **decoding: Any,
-) -> list[tuple[list[Any], bool]]:
-    """Batched assistant replies of a bundle to conversations: ``(content parts, hit_limit)`` each.
-
-    Each prompt is the chat template's generation prompt; ``reply`` (``any``, ``text``, ``speech``)
-    picks the template's reply grammar, as :class:`tokunify.chat.session.ChatSession` does for one
-    conversation. Rows are left-padded and decoded together with the KV cache."""
-    import torch
-    from transformers import LogitsProcessorList
-
-    from tokunify.chat.templates import template_for
-
-    v, tok, model = bundle.vocab, bundle.tokenizer, bundle.model.eval()
-    template = template_for(bundle)
-    grammar = template.reply_grammar(v, tok, reply)
-    stops = template.stop_ids(v, tok)
-    cfg = {"do_sample": False, "max_new_tokens": 64, **decoding}
-    out: list[tuple[list[Any], bool]] = []
-    for a in range(0, len(convs), batch_size):
-        prompts = [
-            np.concatenate([template.prompt(v, tok, c), grammar.prefix]).astype(np.int64)
-            for c in convs[a : a + batch_size]
-        ]
-        n = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), n), v.pad, dtype=torch.long)  # [B, n] left-padded
-        att = torch.zeros_like(ids)
-        for i, p in enumerate(prompts):
-            ids[i, n - len(p) :] = torch.as_tensor(p)
-            att[i, n - len(p) :] = 1
-        with torch.inference_mode():
-            res = model.generate(input_ids=ids.to(device), attention_mask=att.to(device),
-                                 logits_processor=LogitsProcessorList([_ReplyGrammarProcessor(grammar, n)]),
-                                 eos_token_id=stops, pad_token_id=v.pad, **cfg)  # fmt: skip
-        for row in res[:, n:].tolist():
-            hit = not any(t in stops for t in row)
-            if not hit:
-                row = row[: next(k for k, t in enumerate(row) if t in stops) + 1]
-            out.append((template.parse_reply(v, tok, list(grammar.prefix) + row), hit))
-    return out
 
 
 class HFResponder(Responder):
@@ -244,7 +177,7 @@ class HFResponder(Responder):
     def accepts(cls, path: str) -> bool:
         return True
 
-    def __init__(self, path: str, device: str, system: str | None, decoding: dict[str, Any]):
+    def __init__(self, path: str, device: str, system: str | None, decoding: Decoding):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tok = AutoTokenizer.from_pretrained(path)
@@ -258,7 +191,7 @@ class HFResponder(Responder):
         self.model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
         self.system, self.decoding, self.device = system, decoding, device
 
-    def respond(self, texts: Sequence[str]) -> list[str]:
+    def respond(self, texts: Sequence[str], seeds: Sequence[int] | None = None) -> list[str]:
         import torch
 
         rendered = []
@@ -276,7 +209,7 @@ class HFResponder(Responder):
                 input_ids=ids,
                 attention_mask=att,
                 pad_token_id=self.tok.pad_token_id,
-                **self.decoding,
+                **self.decoding.generate_kwargs(),
             )
         new = out[:, ids.shape[1] :]
         return [s.strip() for s in self.tok.batch_decode(new, skip_special_tokens=True)]
@@ -315,10 +248,6 @@ def _tts_path(args: MakeChatDataArgs) -> str | None:
     if args.tts_bundle:
         return args.tts_bundle
     return args.model if BundleResponder.accepts(args.model) else None
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
 
 
 class ChatDataWorker:
@@ -360,14 +289,16 @@ class ChatDataWorker:
                     .column("text")
                     .to_pylist()
                 ):
-                    if t:
-                        self._texts.setdefault(_norm(t), []).append(i)
+                    if t and normalize(t):
+                        self._texts.setdefault(normalize(t), []).append(i)
                     i += 1
         return self._texts
 
     def recording(self, r: Record, answer: str) -> tuple[np.ndarray, str] | None:
-        """Units of a recording of ``answer``: the record's own pair first, then the same speaker."""
-        hits = [self.source[i] for i in self.recordings().get(_norm(answer), [])]
+        """Units of a recording of ``answer`` (texts compared as eval compares them,
+        :func:`~tokunify.generate.evaluate.normalize`: case and punctuation aside, so "Five." is a
+        recording of "five"): the record's own pair first, then the same speaker."""
+        hits = [self.source[i] for i in self.recordings().get(normalize(answer), [])]
         hits = [h for h in hits if self.stream in h.streams]
         if not hits:
             return None
@@ -376,10 +307,14 @@ class ChatDataWorker:
         h = pair or same or hits[0]
         return np.asarray(h.streams[self.stream], dtype=np.int64), h.id
 
+    def record_seed(self, r: Record) -> int:
+        """The record's own seed (from --seed and its id): its draws do not depend on its chunk."""
+        return int(hashlib.sha1(f"{self.args.seed}:{r.id}".encode()).hexdigest()[:8], 16)
+
     def instruction(self, r: Record) -> str | None:
         if self.pool is None:
             return self.args.instruction
-        seed = int(hashlib.sha1(f"{self.args.seed}:{r.id}".encode()).hexdigest()[:8], 16)
+        seed = self.record_seed(r)
         alone = np.random.default_rng([seed, 1]).random() < self.args.speech_alone
         if alone:  # its own stream: the phrasing draws stay those of --speech-alone 0
             return None
@@ -404,7 +339,10 @@ class ChatDataWorker:
         answers: list[str] = []
         b = self.args.batch_size
         for a in range(0, len(ok), b):
-            answers += self.responder.respond([str(r.text).strip() for r in ok[a : a + b]])
+            batch = ok[a : a + b]
+            answers += self.responder.respond(
+                [str(r.text).strip() for r in batch], [self.record_seed(r) for r in batch]
+            )
         good = [(r, ans) for r, ans in zip(ok, answers, strict=True) if ans]
         rejects += [
             Reject(r.id, r.audio, "the model's answer is empty")
@@ -442,8 +380,9 @@ class ChatDataWorker:
             task = find_task("text", "speech", self.tts.vocab)
             over = _decoding(self.args.tts_temperature, self.args.tts_max_new_tokens)
             res = self.tts.generate(
-                task, [a for _, a in need], batch_size=self.args.batch_size, vocode=False, **over
-            )
+                task, [a for _, a in need], batch_size=self.args.batch_size, vocode=False,
+                **over.generate_kwargs(),
+            )  # fmt: skip
             for (r, _), g in zip(need, res, strict=True):
                 if g.units is None or g.units.shape[-1] == 0:
                     rejects.append(Reject(r.id, r.audio, "the TTS gave no speech for the answer"))

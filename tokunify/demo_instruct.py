@@ -25,9 +25,10 @@ ASR on the offline espeak corpus, measured on held-out voices and held-out phras
    the pool's ``heldout`` phrasings (the top-level metrics) and with its ``dev`` phrasings
    (``metrics["dev"]``; looked at while choosing these settings, see :data:`EVAL_SPLITS`).
 
-Replies are decoded greedily in one modality (text for answers and asr, speech for tts) under the
-chat template's reply grammar, as ``tokunify chat --reply text|speech`` asks for one
-(:func:`tokunify.chat_data.chat_replies`).
+Replies come from the one conversation engine (:class:`tokunify.chat.engine.ChatEngine`, the
+path ``tokunify chat`` answers through), in one modality (text for answers and asr, speech for
+tts) as ``tokunify chat --reply text|speech`` asks for one: greedy, except instruction TTS, which
+samples with the tts task's preset and per-row seeds (:func:`replies`).
 """
 
 from __future__ import annotations
@@ -36,12 +37,15 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
 
 from tokunify.demo import DemoArgs, front_end, make_step
+
+if TYPE_CHECKING:
+    from tokunify.generate.decoding import Decoding
 
 SETTINGS: dict[str, dict[str, Any]] = {
     # the test suite's end-to-end run
@@ -321,13 +325,21 @@ def chain_transcript(reply: str) -> str | None:
     return reply.split("[ta]", 1)[1].split("[ua]", 1)[0].strip()
 
 
-def replies(gen: Any, convs: list[Any], reply: str, **decoding: Any) -> list[list[Any]]:
-    """The bundle's replies (content parts) in one modality, greedy unless ``decoding`` says otherwise."""
-    from tokunify.chat_data import chat_replies
+def replies(
+    gen: Any, convs: list[Any], reply: str, decoding: Decoding, seed: int = 0
+) -> list[list[Any]]:
+    """The bundle's replies (content parts) in one modality through the chat engine, 16 a batch;
+    ``decoding`` a :class:`~tokunify.generate.decoding.Decoding`. The demo's metrics are computed
+    from these, so they are what ``tokunify chat --reply R --seed S`` answers."""
+    from tokunify.chat.engine import ChatEngine
 
-    return [
-        parts for parts, _ in chat_replies(gen.bundle, convs, reply, 16, gen.device, **decoding)
-    ]
+    return [r.content for r in ChatEngine(gen, batch_size=16).reply(convs, decoding, seed, reply)]
+
+
+def _greedy(max_new_tokens: int) -> Decoding:
+    from tokunify.generate.decoding import Decoding  # torch and transformers: CLI start-up cost
+
+    return Decoding.greedy_with(max_new_tokens)
 
 
 def spoken_qa(
@@ -344,8 +356,8 @@ def spoken_qa(
     speech = [SpeechPart("units", np.asarray(r.streams["units"], np.int64)) for r in recs]
     typed = [Conversation([Message("user", str(r.text))]) for r in recs]
     alone = [Conversation([Message("user", [x])]) for x in speech]
-    said_alone = [chain_answer(_text(x)) for x in replies(gen, alone, "text", max_new_tokens=48)]
-    read = [_text(x) for x in replies(gen, typed, "text", max_new_tokens=24)]
+    said_alone = [chain_answer(_text(x)) for x in replies(gen, alone, "text", _greedy(48))]
+    read = [_text(x) for x in replies(gen, typed, "text", _greedy(24))]
     want = [r.meta["answer"] for r in recs]
     unspoken = [_norm(r.text or "") not in spoken_texts for r in recs]
     common = {
@@ -382,7 +394,7 @@ def _instructed_qa(
     spoken = [
         instruction_conversation("spoken_qa", p, x) for p, x in zip(phrasings, speech, strict=True)
     ]
-    said = [_text(x) for x in replies(gen, spoken, "text", max_new_tokens=48)]
+    said = [_text(x) for x in replies(gen, spoken, "text", _greedy(48))]
     heard = [chain_answer(x) for x in said]
     ok = [_same(h, w) for h, w in zip(heard, want, strict=True)]
     unseen = [o for o, u in zip(ok, unspoken, strict=True) if u]
@@ -462,6 +474,7 @@ def unseen_phrasing(
     from tokunify.chat.conversation import SpeechPart
     from tokunify.chat.instructions import InstructionPool, instruction_conversation
     from tokunify.formats import TTSFormat
+    from tokunify.generate.decoding import Decoding
     from tokunify.generate.evaluate import wer
     from tokunify.store import TokenStore
 
@@ -470,7 +483,7 @@ def unseen_phrasing(
     recs = [r for r in st.iterate(shuffle=False) if r.text][:n]
     refs = [str(r.text) for r in recs]
     units = [np.asarray(r.streams["units"], np.int64) for r in recs]
-    tts_cfg = {k: v for k, v in TTSFormat.preset.items() if k != "max_new_tokens"}
+    tts_decoding = Decoding.from_preset(TTSFormat.preset, max_new_tokens=400)
     torch.manual_seed(seed)
     tts_tag = [
         r.units if r.units is not None else np.zeros(0, np.int64)
@@ -484,12 +497,9 @@ def unseen_phrasing(
             instruction_conversation("asr", pool.sample("asr", split, rng), SpeechPart("units", u))
             for u in units
         ]
-        asr_instr = [_text(x) for x in replies(gen, convs, "text", max_new_tokens=64)]
+        asr_instr = [_text(x) for x in replies(gen, convs, "text", _greedy(64))]
         convs = [instruction_conversation("tts", pool.sample("tts", split, rng), t) for t in refs]
-        torch.manual_seed(seed)
-        tts_instr = [
-            _speech(x) for x in replies(gen, convs, "speech", max_new_tokens=400, **tts_cfg)
-        ]
+        tts_instr = [_speech(x) for x in replies(gen, convs, "speech", tts_decoding, seed)]
         out: dict[str, Any] = {
             "n": len(recs),
             "tts_measure": "the bundle's asr task on the generated units (no vocoder)",

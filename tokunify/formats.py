@@ -446,7 +446,9 @@ class TextFormat(TaskFormat):
     """Text LM.
 
     ``Utterance(text=[5, 6])`` -> ``[bos, task:text, text_start, T:5, T:6, text_end, eos]``,
-    mask ``[0, 0, 1, 1, 1, 1, 1]``. The prompt is ``[bos, task:text, text_start]``.
+    mask ``[0, 0, 1, 1, 1, 1, 1]``. Generation continues the given text: ``prompt(Utterance(text=[5]))``
+    is ``[bos, task:text, text_start, T:5]`` (the text segment left open), and the output is the
+    whole segment, the given text then its continuation.
     """
 
     task = "text"
@@ -460,6 +462,10 @@ class TextFormat(TaskFormat):
 
     def targets(self, utt, target, rng):
         return [("text", utt.text_ids())]
+
+    def prompt(self, utt):
+        text = utt.text_ids() if utt.text is not None else np.zeros(0, np.int64)
+        return np.concatenate([super().prompt(utt), text]).astype(np.int64)
 
 
 class SpeechFormat(TaskFormat):

@@ -16,6 +16,7 @@ from tokunify.chat.conversation import SpeechPart
 from tokunify.chat.instructions import InstructionPool, instruction_conversation
 from tokunify.chat.session import ChatSession
 from tokunify.chat.templates import DefaultTemplate
+from tokunify.generate.decoding import Decoding
 
 WAV = "wavs/u1_0.wav"  # in the speech_manifest fixture's directory
 
@@ -27,7 +28,7 @@ def wav(speech_manifest) -> Path:
 
 def test_history_is_kept_across_turns(voc_bundle, wav, tmp_path):
     chat = ChatSession(
-        voc_bundle, system="be brief", out=tmp_path, max_new_tokens=12, do_sample=False
+        voc_bundle, system="be brief", out=tmp_path, decoding=Decoding.greedy_with(12)
     )
     r1 = chat.say("hello there")
     r2 = chat.say(str(wav))
@@ -47,12 +48,16 @@ def test_history_is_kept_across_turns(voc_bundle, wav, tmp_path):
 
 
 def test_speech_and_text_replies(voc_bundle, tmp_path):
-    chat = ChatSession(voc_bundle, out=tmp_path, reply="speech", max_new_tokens=30)
+    chat = ChatSession(
+        voc_bundle, out=tmp_path, reply="speech", decoding=Decoding(max_new_tokens=30)
+    )
     r = chat.say("read this aloud")
     assert r.speech and r.text == "" and r.wav is not None
     audio, sr = sf.read(r.wav)
     assert sr == chat.gen.sample_rate and audio.size > 0
-    chat = ChatSession(voc_bundle, out=tmp_path / "t", reply="text", max_new_tokens=10)
+    chat = ChatSession(
+        voc_bundle, out=tmp_path / "t", reply="text", decoding=Decoding(max_new_tokens=10)
+    )
     r = chat.say(np.array([1, 2, 3]))  # local unit ids are a speech turn too
     assert not r.speech and r.wav is None
     assert chat.conversation.messages[0].speech[0].ids.tolist() == [1, 2, 3]
@@ -110,7 +115,7 @@ def test_a_base_model_with_its_own_chat_template_chats(tmp_path):
     LlamaForCausalLM(cfg).save_pretrained(base)
     t.save_pretrained(base)
     assert main(["extend", str(base), "--units", "12", "--out", str(tmp_path / "bundle")]) == 0
-    chat = ChatSession(tmp_path / "bundle", reply="speech", max_new_tokens=10, do_sample=False)
+    chat = ChatSession(tmp_path / "bundle", reply="speech", decoding=Decoding.greedy_with(10))
     assert isinstance(chat.template, Llama3Template)
     chat.say("hello there")
     r = chat.say(np.array([3, 4, 5]))

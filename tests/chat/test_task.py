@@ -13,6 +13,7 @@ from tokunify.chat.conversation import Conversation, Message, SpeechPart, write_
 from tokunify.chat.session import ChatSession
 from tokunify.cli import main
 from tokunify.formats import FORMATS, FormatError, TaskOptions, make_task
+from tokunify.generate.decoding import Decoding
 from tokunify.store import TokenStore
 from tokunify.train.config import DataConfig
 from tokunify.train.data import Formatter, RecordSource, TaskData
@@ -103,7 +104,9 @@ def test_conversation_store_trains_with_tokunify_train(train_bundle, chat_store,
     losses = [r["loss/chat"] for r in rows if "loss/chat" in r]
     assert len(losses) == 4 and all(np.isfinite(losses))
     # ...and the trained bundle chats: a spoken question from the store, a text reply
-    chat = ChatSession(tmp_path / "run" / "final", reply="text", max_new_tokens=8)
+    chat = ChatSession(
+        tmp_path / "run" / "final", reply="text", decoding=Decoding(max_new_tokens=8)
+    )
     speech = Conversation.from_record(TokenStore(chat_store)[1]).messages[0].speech[0]
     reply = chat.say(speech)
     assert not reply.speech and (reply.hit_limit or reply.ids[-1] == chat.vocab.eos)

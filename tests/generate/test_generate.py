@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tokunify.cli import main
-from tokunify.formats import FormatError
+from tokunify.formats import FormatError, generation_tasks
 from tokunify.generate.constraints import ModalityConstraint
 from tokunify.generate.generator import Generator
 from tokunify.vocab import UnifiedVocab, VocabError, codec_stream
@@ -86,6 +86,60 @@ def test_batch_equals_single_under_greedy(gen):
         if r.units is not None and len(r.units)
     ]
     assert [a.ids for a in asr_b] == [a.ids for a in asr_1]
+
+
+def _model_inputs(gen: Generator, task: str, request) -> tuple[list[int], list]:
+    """The ids the model's first forward call saw (padding dropped) and the results."""
+    seen: list[list[int]] = []
+
+    def hook(module, args, kwargs):
+        if not seen:
+            ids, att = kwargs["input_ids"], kwargs.get("attention_mask")
+            row = ids[0] if att is None else ids[0][att[0].bool()]
+            seen.append(row.tolist())
+
+    h = gen.model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        res = gen.generate(task, [request], do_sample=False, max_new_tokens=6, vocode=False)
+    finally:
+        h.remove()
+    return seen[0], res
+
+
+@pytest.mark.parametrize("task", generation_tasks())
+def test_every_task_honours_its_input(gen, speech_manifest, task):
+    """Two different requests give two different prompt lengths, the request's own ids are in
+    the prompt, and the prompt is exactly what the model saw (a prefix of what it decoded)."""
+    v = gen.vocab
+    if gen.task(task).input_modality == "text":
+        requests = ["the cat", "a big dog ran to the green house"]
+        encoded = [gen.bundle.tokenizer.encode(x, add_special_tokens=False) for x in requests]
+    else:
+        wavs = sorted((speech_manifest.parent / "wavs").glob("*.wav"))[:2]
+        requests = list(gen.encode_audio(wavs))
+        encoded = [v.to_global("units", u).tolist() for u in requests]
+    counts = []
+    for request, mine in zip(requests, encoded, strict=True):
+        prompt = gen.prompts(task, [request])[0].tolist()
+        seen, (res,) = _model_inputs(gen, task, request)
+        assert seen == prompt
+        k = len(mine)
+        assert any(prompt[i : i + k] == mine for i in range(len(prompt) - k + 1)), task
+        counts.append(len(prompt))
+        if task == "text":  # the output continues the given text
+            assert res.text.startswith(request), res.text
+    assert counts[0] != counts[1]
+
+
+def test_temperature_zero_is_greedy_on_the_cli(voc_bundle, tmp_path):
+    """`generate --temperature 0` is `--greedy` (Decoding's rule), for a task that samples."""
+    rows = []
+    for flag in (["--temperature", "0"], ["--greedy"]):
+        out = tmp_path / flag[0].strip("-")
+        args = ["generate", str(voc_bundle), "--task", "text", "--input", "the cat", "--out", str(out), "--max-new-tokens", "8", "--seed", str(len(rows))]  # fmt: skip
+        assert main([*args, *flag]) == 0
+        rows.append(json.loads((out / "results.jsonl").read_text()))
+    assert rows[0] == rows[1] and rows[0]["text"].startswith("the cat")
 
 
 def test_hit_limit_returns_partial_output_with_flag(gen):

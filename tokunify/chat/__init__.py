@@ -5,6 +5,8 @@
 - :mod:`~tokunify.chat.templates`: chat templates (the base model's own, or the default one);
 - :mod:`~tokunify.chat.task`: the ``chat`` training task;
 - :mod:`~tokunify.chat.instructions`: natural-language instruction pools per task;
+- :mod:`~tokunify.chat.engine`: :class:`~tokunify.chat.engine.ChatEngine`, the one path that answers
+  conversations (``tokunify chat``, ``make-chat-data``'s bundle replies, the instruct demo's metrics);
 - :mod:`~tokunify.chat.session`: :class:`~tokunify.chat.session.ChatSession`, behind ``tokunify chat``.
 """
 

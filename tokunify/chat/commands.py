@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from tokunify.chat.conversation import Conversation, SpeechPart
+
+if TYPE_CHECKING:
+    from tokunify.generate.decoding import Decoding
 
 
 @dataclass
@@ -33,7 +36,7 @@ class ChatArgs:
     temperature: float = 0.7
     """Sampling temperature (0: greedy)."""
     seed: int = 0
-    """Sampling seed."""
+    """Sampling seed: every reply is the same for the same conversation and seed."""
 
 
 def conversation_json(conv: Conversation) -> dict[str, Any]:
@@ -51,22 +54,21 @@ def conversation_json(conv: Conversation) -> dict[str, Any]:
     }
 
 
-def run_chat(args: ChatArgs, stdin: TextIO | None = None) -> int:
-    import torch
+def chat_decoding(args: ChatArgs) -> Decoding:
+    """The session's :class:`~tokunify.generate.decoding.Decoding` from the arguments."""
+    from tokunify.generate.decoding import Decoding  # torch and transformers: CLI start-up cost
 
-    from tokunify.chat.session import ChatSession
+    return Decoding(temperature=args.temperature, max_new_tokens=args.max_new_tokens)
+
+
+def run_chat(args: ChatArgs, stdin: TextIO | None = None) -> int:
+    from tokunify.chat.session import ChatSession  # torch and transformers: CLI start-up cost
     from tokunify.fsio import atomic_write_text
 
     stdin = stdin or sys.stdin
-    torch.manual_seed(args.seed)
-    decoding: dict[str, Any] = (
-        {"do_sample": False, "temperature": None, "top_p": None}
-        if args.temperature <= 0
-        else {"temperature": args.temperature}
-    )
     session = ChatSession(
         args.bundle, system=args.system or None, template=args.template or None, out=args.out,
-        reply=args.reply, device=args.device, max_new_tokens=args.max_new_tokens, **decoding,
+        reply=args.reply, device=args.device, decoding=chat_decoding(args), seed=args.seed,
     )  # fmt: skip
     interactive = stdin.isatty()
     history = session.out / "conversation.json"
@@ -90,7 +92,7 @@ def run_chat(args: ChatArgs, stdin: TextIO | None = None) -> int:
             continue
         try:
             reply = session.say(line)
-        except (ValueError, FileNotFoundError) as e:  # bad turn: say why, keep the session
+        except (ValueError, FileNotFoundError) as e:  # refused turn: say why, history unchanged
             print(f"error: {e}", file=sys.stderr)
             continue
         turns += 1

@@ -8,7 +8,7 @@ when it has one, else the default template (``data.chat_template`` names one exp
 
 The task has no task tag of its own (a conversation may carry the tag of the task it came from,
 see :class:`~tokunify.chat.templates.DefaultTemplate`) and does not generate through
-``tokunify generate``: :class:`tokunify.chat.session.ChatSession` does.
+``tokunify generate``: :class:`tokunify.chat.engine.ChatEngine` does.
 """
 
 from __future__ import annotations

@@ -87,6 +87,44 @@ def _resolved(conv: Conversation) -> None:
         )
 
 
+def refuse_special_text(
+    vocab: UnifiedVocab,
+    tokenizer: Any,
+    text: str,
+    ids: np.ndarray | None = None,
+    markup: Sequence[str] = (),
+) -> None:
+    """Refuse typed text that holds a special-token string of the base tokenizer (``<|im_end|>``,
+    ``<|eot_id|>``, ``</s>``, ...), a token string of the unified vocab (``<|eos|>``,
+    ``<|units:3|>``, ...) or a template's plain-text turn syntax (``markup``, e.g. ``[INST]``):
+    rendered, such text would become extra turns or speech. Raises :class:`FormatError` naming the
+    token. ``ids``: the text's ids when the caller has encoded it already."""
+    if ids is None:
+        ids = np.asarray(tokenizer.encode(text, add_special_tokens=False), dtype=np.int64)
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.size and ids.max() >= vocab.text_size:
+        tok = tokenizer.convert_ids_to_tokens(int(ids[ids >= vocab.text_size][0]))
+        raise FormatError(
+            f"text {text[:40]!r} holds {tok!r}, a token of the speech vocabulary; it cannot be "
+            "typed (speech comes as audio)"
+        )
+    # the base tokenizer's special tokens are what it stops splitting out when asked to (cheaper
+    # than its table of added tokens, which holds every unit token of an extended tokenizer)
+    plain = set(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+    named = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}  # unk: an unknown character
+    for i in ids.tolist():
+        if i not in plain or i in named:
+            raise FormatError(
+                f"text {text[:40]!r} holds {tokenizer.convert_ids_to_tokens(i)!r}, a special "
+                "token of the base tokenizer; it cannot be typed"
+            )
+    for m in markup:
+        if m in text:
+            raise FormatError(
+                f"text {text[:40]!r} holds {m!r}, turn syntax of the chat template; it cannot be typed"
+            )
+
+
 def _speech_spans(vocab: UnifiedVocab, ids: np.ndarray) -> list[tuple[int, int, str]]:
     """``(start, stop, stream)`` of every ``<|s_start|> ... <|s_end|>`` span (stop after the end
     marker; an unclosed span runs to the end of ``ids``)."""
@@ -180,11 +218,7 @@ class DefaultTemplate(ChatTemplate):
 
     def _text(self, vocab: UnifiedVocab, tokenizer: Any, text: str) -> np.ndarray:
         ids = np.asarray(tokenizer.encode(text, add_special_tokens=False), dtype=np.int64)
-        if ids.size and ids.max() >= vocab.text_size:
-            raise FormatError(
-                f"text {text[:40]!r} holds token strings of the speech vocabulary (e.g. <|eos|>); "
-                "speech goes in a SpeechPart"
-            )
+        refuse_special_text(vocab, tokenizer, text, ids)
         return ids
 
     def _header(self, vocab: UnifiedVocab, tokenizer: Any, role: str) -> np.ndarray:
@@ -314,6 +348,8 @@ class JinjaTemplate(ChatTemplate):
     name = "jinja"
     end_of_turn: ClassVar[str | None] = None
     """Token string that ends an assistant turn (None: the tokenizer's eos token)."""
+    markup: ClassVar[tuple[str, ...]] = ()
+    """The family's turn syntax that is plain text, not special tokens (refused in typed text)."""
 
     # ---- rendering ----
     def _message_dicts(
@@ -321,6 +357,9 @@ class JinjaTemplate(ChatTemplate):
     ) -> list[dict[str, str]]:
         out = []
         for m in conv.messages:
+            for p in m.content:
+                if isinstance(p, str):
+                    refuse_special_text(vocab, tokenizer, p, markup=self.markup)
             text = "".join(
                 p if isinstance(p, str) else self._speech_text(vocab, tokenizer, p)
                 for p in m.content
@@ -484,6 +523,7 @@ class Llama2Template(JinjaTemplate):
     """Llama-2-chat (AudioChatLlama's prompt): ``<s>[INST] <<SYS>>\\nS\\n<</SYS>>\\n\\nU [/INST] A </s>``."""
 
     name = "llama2"
+    markup = ("[INST]", "[/INST]", "<<SYS>>", "<</SYS>>")
 
     @classmethod
     def detect(cls, chat_template):
@@ -655,6 +695,7 @@ __all__ = [
     "ReplyGrammar",
     "decode_text",
     "get_template",
+    "refuse_special_text",
     "register_template",
     "template_for",
 ]

@@ -28,7 +28,7 @@ class GenerateArgs:
     max_new_tokens: int | None = None
     """Override the task preset's length limit."""
     temperature: float | None = None
-    """Override the sampling temperature."""
+    """Override the sampling temperature (0: greedy)."""
     greedy: bool = False
     """Greedy decoding for every task."""
     num_beams: int | None = None
@@ -50,6 +50,7 @@ def run_generate(args: GenerateArgs) -> list[dict]:
     import torch
 
     from tokunify.formats import FormatError, generation_tasks
+    from tokunify.generate.decoding import Decoding
     from tokunify.generate.fewshot import examples_from_store, parse_example_files
     from tokunify.generate.generator import Generator
 
@@ -65,16 +66,19 @@ def run_generate(args: GenerateArgs) -> list[dict]:
         raise ValueError("generate needs --input (texts, wav files, or @FILE)")
     if args.task not in generation_tasks():
         raise FormatError(f"--task {args.task!r}: generation knows {generation_tasks()}")
+    greedy = args.greedy or (
+        args.temperature is not None and Decoding(temperature=args.temperature).greedy
+    )
     over = {
         k: v
         for k, v in {
             "max_new_tokens": args.max_new_tokens,
-            "temperature": args.temperature,
+            "temperature": None if greedy else args.temperature,
             "num_beams": args.num_beams,
         }.items()
         if v is not None
     }
-    if args.greedy:
+    if greedy:
         over.update(do_sample=False, temperature=None, top_k=None, top_p=None)
     if args.example_ids and not args.example_store:
         raise ValueError("--example-ids needs --example-store (the store holding those records)")
