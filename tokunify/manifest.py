@@ -83,7 +83,7 @@ def read_manifest(path: str | Path, on_error: OnError | None = None) -> Iterator
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                _fail(on_error, where, None, f"not UTF-8 ({e.reason} at byte {e.start})")
+                _fail(on_error, where, _guess_id(raw), f"not UTF-8 ({e.reason} at byte {e.start})")
                 continue
             if not line.strip():
                 continue
@@ -101,7 +101,7 @@ def read_manifest(path: str | Path, on_error: OnError | None = None) -> Iterator
                 yield _entry(row, base, where)
             except (json.JSONDecodeError, ManifestError, ValueError, TypeError) as e:
                 msg = str(e) if isinstance(e, ManifestError) else f"{where}: malformed row ({e})"
-                _fail(on_error, where, _guess_id(line), msg)
+                _fail(on_error, where, _guess_id(raw), msg)
 
 
 OnError = Callable[[str, "str | None", str], None]
@@ -113,13 +113,22 @@ def _fail(on_error: OnError | None, where: str, row_id: str | None, reason: str)
     on_error(where, row_id, reason)
 
 
-def _guess_id(text: str) -> str | None:
-    """The id of a malformed (but decoded) row, when one can be read from it."""
+def _guess_id(raw: bytes) -> str | None:
+    """The id of a malformed row, when it can be read exactly: undecodable bytes are carried as
+    surrogates (never replaced) and an id holding any of them is no id."""
+    text = raw.decode("utf-8", "surrogateescape")
     try:
         row = json.loads(text)
-        return str(row["id"]) if isinstance(row, dict) and "id" in row else None
+        found = str(row["id"]) if isinstance(row, dict) and "id" in row else None
     except json.JSONDecodeError:
-        return text.split("\t", 1)[0] or None
+        found = text.split("\t", 1)[0] or None
+    if found is None:
+        return None
+    try:
+        found.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return found
 
 
 def read_lhotse(path: str | Path) -> Iterator[Entry]:

@@ -91,6 +91,8 @@ Row = Entry | Reject
 
 class TokenizeError(ValueError):
     """A job that stored nothing (one line: rows read, rejected, the common reasons)."""
+
+
 Decoded = tuple[Entry, np.ndarray, int]  # entry, mono waveform [N], sample rate
 
 
@@ -390,5 +392,7 @@ def run_tokenize(args: TokenizeArgs) -> dict[str, Any]:
     if totals["rows"] == 0 and (totals["chunks"] > 0 or not rows):
         reasons = [json.loads(x)["reason"] for f in sorted(root.glob("rejects-*.jsonl"))
                    for x in f.read_text(encoding="utf-8").splitlines() if x.strip()]  # fmt: skip
-        raise TokenizeError(f"{args.manifest}: " + reject_summary(len(rows), reasons, str(root / "rejects-*.jsonl")))
+        raise TokenizeError(
+            f"{args.manifest}: " + reject_summary(len(rows), reasons, str(root / "rejects-*.jsonl"))
+        )
     return summary

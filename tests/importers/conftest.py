@@ -67,9 +67,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 @pytest.fixture
-def roundtrip(
-    unit_tokenizer, tmp_path, capsys
-) -> Callable[..., Prepared]:
+def roundtrip(unit_tokenizer, tmp_path, capsys) -> Callable[..., Prepared]:
     """``roundtrip(src, *extra)``: `prepare SRC --out m.jsonl` (auto format unless ``extra`` says),
     then `tokenize m.jsonl`; asserts both exit 0 and every row lands exactly once."""
 

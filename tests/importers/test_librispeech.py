@@ -24,7 +24,12 @@ def test_librispeech_tree(clips, roundtrip, tmp_path):
         f.write(b"1240-77-0051 CAF\xe9\n")  # Latin-1, not UTF-8
     got = roundtrip(src)
     assert "librispeech (detected)" in got.format_line
-    assert [r["id"] for r in got.rows] == ["103-77-0000", "103-77-0001", "1240-77-0002", "1240-77-0003"]
+    assert [r["id"] for r in got.rows] == [
+        "103-77-0000",
+        "103-77-0001",
+        "1240-77-0002",
+        "1240-77-0003",
+    ]
     assert [r["speaker"] for r in got.rows] == ["103", "103", "1240", "1240"]
     assert got.rows[0]["text"] == "THE CAT SAT"
     why = reasons(got.rejects)

@@ -90,14 +90,17 @@ def first_json(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def csv_rows(path: Path, delimiter: str) -> Iterator[tuple[str, dict[str, str] | ValueError]]:
-    """``(where, row)`` of a delimited file with a header line; undecodable rows as ValueError."""
+def csv_rows(
+    path: Path, delimiter: str, quoting: int = csv.QUOTE_NONE
+) -> Iterator[tuple[str, dict[str, str] | ValueError]]:
+    """``(where, row)`` of a delimited file with a header line (one row a line); undecodable rows
+    as ValueError."""
     header: list[str] | None = None
     for where, line in text_lines(path):
         if isinstance(line, ValueError):
             yield where, line
             continue
-        cells = next(csv.reader([line], delimiter=delimiter, quoting=csv.QUOTE_NONE))
+        cells = next(csv.reader([line], delimiter=delimiter, quoting=quoting))
         if header is None:
             header = cells
             continue
@@ -118,9 +121,11 @@ def resolve(path: str, base: Path) -> Path:
 
 def reason_kind(reason: str) -> str:
     """A reject reason without its place, details in parentheses and numbers, to count kinds."""
-    kind = reason.rsplit(": ", 1)[-1]
-    kind = re.sub(r"\s*\([^)]*\)", "", kind)
-    return re.sub(r"\d+(\.\d+)?", "N", kind).strip()
+    kind = reason
+    while (shorter := re.sub(r"\s*\([^()]*\)", "", kind)) != kind:  # innermost first
+        kind = shorter
+    kind = kind.rsplit(": ", 1)[-1]
+    return re.sub(r"(?<![\w-])\d+(\.\d+)?(?![\w-])", "N", kind).strip()
 
 
 def reject_summary(read: int, reasons: list[str], rejects_file: str) -> str:

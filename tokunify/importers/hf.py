@@ -1,7 +1,10 @@
-"""Hugging Face ``datasets`` layouts (extra ``[hf]``): an ``audiofolder`` directory
-(``metadata.csv``/``metadata.jsonl`` beside the audio), a dataset written by ``save_to_disk``, and
-Parquet files with an ``Audio`` column; also HF-style JSONL rows (``path``/``file_name``/``audio``
-plus ``sentence``/``text``/``transcription``), read without the extra.
+"""Hugging Face layouts: a dataset written by ``save_to_disk`` and Parquet files with an ``Audio``
+column (through ``datasets``, extra ``[hf]``); an ``audiofolder`` directory (``metadata.csv`` /
+``metadata.jsonl`` with ``file_name``, also one per split folder) and HF-style JSONL rows
+(``path``/``file_name``/``audio`` plus ``sentence``/``text``/``transcription``), read here row by
+row, without the extra (``datasets``' own audiofolder loader encodes the audio while it loads,
+which needs ``torchcodec``; reading the metadata directly needs nothing and rejects one bad row,
+not the whole folder).
 
 Audio is never decoded here (``Audio(decode=False)``): a row's file path is used when it exists;
 embedded bytes are written to ``ImportOptions.audio_dir`` (``prepare`` puts them beside the
@@ -10,6 +13,7 @@ manifest), or the row is rejected when there is no such folder. Nothing is downl
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,6 +24,7 @@ from tokunify.importers.base import (
     ImportOptions,
     Row,
     SourceError,
+    csv_rows,
     first_json,
     resolve,
     text_lines,
@@ -35,9 +40,10 @@ PATH_KEYS = ("audio", "path", "file_name", "file", "audio_path")
 
 def _kind(src: Path) -> str | None:
     if src.is_dir():
-        if (src / "metadata.csv").is_file() and _csv_has_file_name(src / "metadata.csv"):
+        metas = [*src.glob("metadata.csv"), *src.glob("*/metadata.csv")]
+        if any(_csv_has_file_name(m) for m in metas):
             return "audiofolder"
-        if (src / "metadata.jsonl").is_file():
+        if any(True for _ in [*src.glob("metadata.jsonl"), *src.glob("*/metadata.jsonl")]):
             return "audiofolder"
         if (src / "dataset_info.json").is_file() or (src / "dataset_dict.json").is_file():
             return "disk"
@@ -81,9 +87,7 @@ def _datasets() -> Any:
 def _splits(src: Path, kind: str) -> Iterator[tuple[str, Iterable[dict[str, Any]], str | None]]:
     """(split name, rows, audio column) of each split."""
     ds_mod = _datasets()
-    if kind == "audiofolder":
-        loaded = ds_mod.load_dataset("audiofolder", data_dir=str(src))
-    elif kind == "disk":
+    if kind == "disk":
         loaded = ds_mod.load_from_disk(str(src))
     else:
         files = [str(src)] if src.is_file() else sorted(str(p) for p in src.rglob("*.parquet"))
@@ -131,21 +135,40 @@ def _row(row: dict[str, Any], col: str | None, base: Path, where: str, n: int,
     return Entry(id=utt, audio=audio, text=text, speaker=None if speaker is None else str(speaker))
 
 
+def _jsonl_rows(path: Path, base: Path, opts: ImportOptions) -> Iterator[Row]:
+    for n, (where, line) in enumerate(text_lines(path)):
+        if isinstance(line, ValueError):
+            yield Reject(None, None, str(line))
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            yield Reject(None, None, f"{where}: malformed row ({e})")
+            continue
+        yield _row(row, None, base, where, n, opts)
+
+
+def _csv_meta_rows(path: Path, opts: ImportOptions) -> Iterator[Row]:
+    for n, (where, row) in enumerate(csv_rows(path, ",", csv.QUOTE_MINIMAL)):
+        if isinstance(row, ValueError):
+            yield Reject(None, None, str(row))
+        else:
+            yield _row(row, None, path.parent, where, n, opts)
+
+
 def rows(src: Path, opts: ImportOptions) -> Iterator[Row]:
     """Every row of every split (split order as stored), ids from an id column or the file name."""
     kind = _kind(src)
     base = src if src.is_dir() else src.parent
     if kind == "jsonl":
-        for n, (where, line) in enumerate(text_lines(src)):
-            if isinstance(line, ValueError):
-                yield Reject(None, None, str(line))
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield Reject(None, None, f"{where}: malformed row ({e})")
-                continue
-            yield _row(row, None, base, where, n, opts)
+        yield from _jsonl_rows(src, base, opts)
+        return
+    if kind == "audiofolder":
+        for meta in sorted(src.rglob("metadata.csv")) + sorted(src.rglob("metadata.jsonl")):
+            if meta.suffix == ".csv":
+                yield from _csv_meta_rows(meta, opts)
+            else:
+                yield from _jsonl_rows(meta, meta.parent, opts)
         return
     for split, ds, col in _splits(src, str(kind)):
         for n, row in enumerate(ds):
