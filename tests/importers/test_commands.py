@@ -124,3 +124,19 @@ def test_missing_extra_names_it(tmp_path, monkeypatch, capsys, module, fmt, extr
         (src / "train.parquet").write_bytes(b"")
     assert main(["prepare", str(src), "--out", str(tmp_path / "m.jsonl")]) == 1
     assert f"needs `pip install tokunify[{extra}]`" in capsys.readouterr().err
+
+
+def test_prepare_given_format_that_does_not_fit(clips, tmp_path, capsys):
+    src = _folder(clips, tmp_path / "src", 1)
+    assert main(["prepare", str(src), "--out", str(tmp_path / "m.jsonl"), "--format", "kaldi"]) == 1
+    assert "not a kaldi layout" in capsys.readouterr().err
+    assert not (tmp_path / "m.jsonl").exists()
+
+
+def test_whisper_normaliser_is_evals():
+    """`--text-normalize whisper` is the very function eval scores with."""
+    from tokunify.generate import evaluate
+    from tokunify.importers import TEXT_NORMALIZERS
+
+    assert TEXT_NORMALIZERS["whisper"] is evaluate.normalize
+    assert TEXT_NORMALIZERS["whisper"]("Hello,  World!") == "hello world"

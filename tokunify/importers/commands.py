@@ -56,6 +56,9 @@ def run_prepare(args: PrepareArgs) -> dict[str, int]:
     importer = detect(src) if args.format == "auto" else get_importer(args.format)
     if not src.exists():
         raise SourceError(f"{src}: not found")
+    if not importer.detect(src):
+        raise SourceError(f"{src}: not a {importer.name} layout ({importer.description}); "
+                          "--format auto detects the layout")  # fmt: skip
     how = "detected" if args.format == "auto" else "given"
     print(f"prepare: format {importer.name} ({how}): {importer.description}")
     opts = ImportOptions(audio_dir=out.with_name(out.name.removesuffix(".jsonl") + ".audio"))
