@@ -87,13 +87,11 @@ class TokenizeArgs:
 
 
 Row = Entry | Reject
+Decoded = tuple[Entry, np.ndarray, int]  # entry, mono waveform [N], sample rate
 
 
 class TokenizeError(ValueError):
     """A job that stored nothing (one line: rows read, rejected, the common reasons)."""
-
-
-Decoded = tuple[Entry, np.ndarray, int]  # entry, mono waveform [N], sample rate
 
 
 def load_rows(manifest: str | Path) -> list[Row]:

@@ -33,13 +33,8 @@ def detect(src: Path) -> bool:
         return False
     if (src / "transcripts.txt").is_file() and (src / "audio").is_dir():
         return True
-    return any(True for _ in _limited(src.rglob("*.trans.txt"))) or any(
-        True for _ in _limited(src.rglob("*.normalized.txt"))
-    )
-
-
-def _limited(it: Iterator[Path]) -> Iterator[Path]:
-    return (p for p, _ in zip(it, range(1), strict=False))
+    return any(next(src.rglob(pattern), None) is not None
+               for pattern in ("*.trans.txt", "*.normalized.txt"))  # fmt: skip
 
 
 def _entry(utt: str, audio: Path | None, text: str, where: str) -> Row:
