@@ -139,12 +139,18 @@ def read_lhotse(path: str | Path) -> Iterator[Entry]:
     to the cut's start like every ``words`` field here.
     """
     try:
-        from lhotse import CutSet
+        from lhotse import CutSet, load_manifest
     except ImportError as e:
         raise ManifestError(
             f"{path}: reading lhotse manifests needs `pip install tokunify[lhotse]`"
         ) from e
-    for cut in CutSet.from_file(str(path)):
+    cuts = load_manifest(str(path))
+    if not isinstance(cuts, CutSet):
+        raise ManifestError(
+            f"{path}: a lhotse {type(cuts).__name__}, not a CutSet; "
+            "`tokunify prepare` reads it (with its SupervisionSet) into a manifest"
+        )
+    for cut in cuts:
         rec = cut.recording
         if rec is None or not rec.sources:
             raise ManifestError(f"{path}: cut {cut.id} has no recording source")

@@ -3,7 +3,7 @@ with its SupervisionSet, as ``.jsonl`` or ``.jsonl.gz``.
 
 ``SRC`` is a cuts file, a recordings file (its supervisions file is the same name with
 ``recordings`` -> ``supervisions``), or a folder holding such files. Every supervision becomes one
-row (its span, text and speaker); a cut without supervisions is one row without text. Only
+row (its span, text, speaker and word alignment); a cut without supervisions is one row without text. Only
 ``file`` audio sources can be read; others are rejected naming the recording.
 """
 
@@ -84,10 +84,15 @@ def _audio(rec: Any, where: str) -> Path | Reject:
 
 
 def _sup_entry(sup: Any, audio: Path, offset: float, limit: float) -> Entry:
+    """A supervision as a row; ``offset`` is where its times count from in the recording (the
+    cut's start, or 0). Word alignments become ``words``, relative to the row's start."""
     start = max(offset + sup.start, offset)
     end = min(offset + sup.start + sup.duration, limit)
+    ali = (sup.alignment or {}).get("word")
+    words = [(a.symbol, round(offset + a.start - start, 4), round(offset + a.end - start, 4))
+             for a in ali] if ali else None  # fmt: skip
     return Entry(id=sup.id, audio=audio, start=round(start, 6), end=round(end, 6),
-                 text=sup.text, speaker=sup.speaker)  # fmt: skip
+                 text=sup.text, speaker=sup.speaker, words=words)  # fmt: skip
 
 
 def _cut_rows(path: Path) -> Iterator[Row]:
