@@ -68,3 +68,15 @@ def test_bad_rows_raise_naming_file_and_line_or_are_reported(tmp_path, line, rea
 def test_missing_manifest(tmp_path):
     with pytest.raises(ManifestError, match="manifest not found"):
         list(read_manifest(tmp_path / "nope.jsonl"))
+
+
+def test_not_utf8_row_is_reported_with_an_exact_id_or_none(tmp_path):
+    """Bytes that are not UTF-8 are never replaced: the row is reported by line, with its id only
+    when the id itself is readable."""
+    p = tmp_path / "m.jsonl"
+    p.write_bytes(b'{"id": "latin1", "audio": "a.wav", "text": "caf\xe9"}\n'
+                  b'{"id": "bad\xff", "audio": "a.wav"}\n')  # fmt: skip
+    seen: list[tuple[str, str | None, str]] = []
+    assert list(read_manifest(p, on_error=lambda where, i, why: seen.append((where, i, why)))) == []
+    assert [(w.rsplit(":", 1)[-1], i) for w, i, _ in seen] == [("1", "latin1"), ("2", None)]
+    assert all("not UTF-8" in why for _, _, why in seen)

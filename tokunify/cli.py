@@ -128,6 +128,11 @@ COMMANDS: dict[str, Command] = {
         "tokunify.tokenizers.commands:run_convert_kmeans",
         "Convert a fairseq/sklearn k-means file to safetensors.",
     ),
+    "prepare": Command(
+        "tokunify.importers.commands:PrepareArgs",
+        "tokunify.importers.commands:run_prepare",
+        "Write a manifest from a corpus layout (LibriSpeech, Kaldi, NeMo, lhotse, HF, ...).",
+    ),
     "tokenize": Command(
         "tokunify.tokenize_job:TokenizeArgs",
         "tokunify.tokenize_job:run_tokenize",

@@ -114,12 +114,21 @@ def _fail(on_error: OnError | None, where: str, row_id: str | None, reason: str)
 
 
 def _guess_id(raw: bytes) -> str | None:
-    text = raw.decode("utf-8", "replace")
+    """The id of a malformed row, when it can be read exactly: undecodable bytes are carried as
+    surrogates (never replaced) and an id holding any of them is no id."""
+    text = raw.decode("utf-8", "surrogateescape")
     try:
         row = json.loads(text)
-        return str(row["id"]) if isinstance(row, dict) and "id" in row else None
+        found = str(row["id"]) if isinstance(row, dict) and "id" in row else None
     except json.JSONDecodeError:
-        return text.split("\t", 1)[0] or None
+        found = text.split("\t", 1)[0] or None
+    if found is None:
+        return None
+    try:
+        found.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return found
 
 
 def read_lhotse(path: str | Path) -> Iterator[Entry]:
@@ -130,12 +139,18 @@ def read_lhotse(path: str | Path) -> Iterator[Entry]:
     to the cut's start like every ``words`` field here.
     """
     try:
-        from lhotse import CutSet
+        from lhotse import CutSet, load_manifest
     except ImportError as e:
         raise ManifestError(
             f"{path}: reading lhotse manifests needs `pip install tokunify[lhotse]`"
         ) from e
-    for cut in CutSet.from_file(str(path)):
+    cuts = load_manifest(str(path))
+    if not isinstance(cuts, CutSet):
+        raise ManifestError(
+            f"{path}: a lhotse {type(cuts).__name__}, not a CutSet; "
+            "`tokunify prepare` reads it (with its SupervisionSet) into a manifest"
+        )
+    for cut in cuts:
         rec = cut.recording
         if rec is None or not rec.sources:
             raise ManifestError(f"{path}: cut {cut.id} has no recording source")

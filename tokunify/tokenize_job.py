@@ -15,6 +15,7 @@ shard's rejects file, and finished shards are never rewritten.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,6 +27,7 @@ import numpy as np
 from tokunify.audio import AudioError, check_audio, read_many, to_mono
 from tokunify.config import read_data_file
 from tokunify.fsio import content_hash
+from tokunify.importers import ImportOptions, detect, import_rows, is_foreign, reject_summary
 from tokunify.manifest import Entry, read_manifest
 from tokunify.store import (
     Record,
@@ -90,8 +92,22 @@ Row = Entry | Reject
 Decoded = tuple[Entry, np.ndarray, int]  # entry, mono waveform [N], sample rate
 
 
+class TokenizeError(ValueError):
+    """A job that stored nothing (one line: rows read, rejected, the common reasons)."""
+
+
 def load_rows(manifest: str | Path) -> list[Row]:
-    """Every manifest row in order: entries, or rejects for malformed rows and duplicate ids."""
+    """Every manifest row in order: entries, or rejects for malformed rows and duplicate ids.
+
+    A directory or a foreign manifest (NeMo, HF-style or lhotse JSONL, ...) goes through the
+    importer that ``tokunify prepare`` would detect for it, and the job says so.
+    """
+    src = Path(manifest)
+    if is_foreign(src):
+        importer = detect(src)
+        print(f"tokenize: {src} is not a tokunify manifest; importing it as {importer.name} "
+              f"({importer.description}), as `tokunify prepare` does")  # fmt: skip
+        return list(import_rows(src, importer, ImportOptions()))
     rows: list[Row] = []
 
     def on_error(where: str, row_id: str | None, reason: str) -> None:
@@ -405,4 +421,10 @@ def run_tokenize(args: TokenizeArgs) -> dict[str, Any]:
     )
     if launch.distributed:
         report_store(root, meta, res.complete)
+    if totals["rows"] == 0 and (totals["chunks"] > 0 or not rows):
+        reasons = [json.loads(x)["reason"] for f in sorted(root.glob("rejects-*.jsonl"))
+                   for x in f.read_text(encoding="utf-8").splitlines() if x.strip()]  # fmt: skip
+        raise TokenizeError(
+            f"{args.manifest}: " + reject_summary(len(rows), reasons, str(root / "rejects-*.jsonl"))
+        )
     return summary

@@ -31,7 +31,6 @@ Stores are checked like training checks them: the same speech and text tokenizer
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,15 +48,10 @@ from tokunify.formats import (
     make_task,
 )
 from tokunify.store import Record, TokenStore
+from tokunify.textnorm import normalize
 
 RESYNTH = "resynth"
 """The evaluation of the vocoder round trip (not a task)."""
-
-
-def normalize(text: str) -> str:
-    from transformers.models.whisper.english_normalizer import BasicTextNormalizer
-
-    return re.sub(r"\s+", " ", BasicTextNormalizer()(text or "")).strip()
 
 
 def wer(refs: list[str], hyps: list[str]) -> float:
