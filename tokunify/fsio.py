@@ -8,6 +8,7 @@ one ``os.replace`` only once complete. A crash or kill leaves the target as it w
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -71,3 +72,47 @@ def atomic_write_text(target: str | Path, text: str) -> Path:
 def atomic_write_bytes(target: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``target`` atomically."""
     return atomic_write(target, lambda p: p.write_bytes(data))
+
+
+class LockedError(ValueError):
+    """Another live process holds the lock (its pid is in the message)."""
+
+
+@contextmanager
+def exclusive_lock(path: str | Path, what: str) -> Iterator[Path]:
+    """Hold an exclusive ``flock`` on ``path`` (created, with this pid in it) for the block.
+
+    The kernel drops the lock when the process exits or crashes, so a stale file never blocks a
+    later run. A second holder fails at once with :class:`LockedError` naming ``what`` and the
+    holder's pid (``flock`` locks are per open file, so this holds within one process too).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = path.open("a+")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "unknown"
+            raise LockedError(
+                f"{path.parent}: another {what} is running here (pid {pid}; lock {path.name})"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield path
+    finally:
+        f.close()  # releases the lock
+
+
+def refuse_non_empty(out: str | Path, overwrite: bool, what: str = "--out") -> None:
+    """Refuse to write into a non-empty directory unless ``overwrite`` (one line naming it)."""
+    p = Path(out)
+    if overwrite or not p.exists():
+        return
+    if not p.is_dir():
+        raise ValueError(f"{p}: {what} exists and is not a directory")
+    if any(p.iterdir()):
+        raise ValueError(f"{p}: {what} is not empty; pass --overwrite to replace it")
