@@ -116,3 +116,22 @@ def refuse_non_empty(out: str | Path, overwrite: bool, what: str = "--out") -> N
         raise ValueError(f"{p}: {what} exists and is not a directory")
     if any(p.iterdir()):
         raise ValueError(f"{p}: {what} is not empty; pass --overwrite to replace it")
+
+
+def looks_like_path(name: str, base_dir: str | Path | None = None) -> bool:
+    """Whether a model/tokenizer ``source`` string is meant as a local path, not a hub id: it
+    starts with ``.``, ``/`` or ``~``, has a backslash, has more than one ``/`` (hub ids have one),
+    or exists relative to ``base_dir``."""
+    s = str(name)
+    if s.startswith((".", "/", "~")) or "\\" in s or s.count("/") > 1:
+        return True
+    return base_dir is not None and (Path(base_dir) / s).exists()
+
+
+def check_local_path(name: str | Path, what: str, base_dir: str | Path | None = None) -> None:
+    """One line ``NAME: no such directory (WHAT)`` for a path-like name that does not exist, before
+    a hub client turns it into a misleading connection error."""
+    s = str(name)
+    missing = looks_like_path(s, base_dir) and not Path(s).expanduser().exists()
+    if missing and (base_dir is None or not (Path(base_dir) / s).exists()):
+        raise FileNotFoundError(f"{s}: no such directory ({what})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import time
@@ -118,8 +119,6 @@ def test_config_changes_ignore_the_resumable_keys():
 def test_a_second_train_on_one_out_fails_at_once(train_bundle, train_store, tmp_path):
     run = tmp_path / "run"
     fifo = tmp_path / "notify.fifo"  # nobody reads it: the first run blocks after its checkpoint
-    import os
-
     os.mkfifo(fifo)
     cfg = write_config(tmp_path / "c.yaml", train_bundle, train_store, run,
                        checkpoint_notify=str(fifo))  # fmt: skip
@@ -138,7 +137,9 @@ def test_a_second_train_on_one_out_fails_at_once(train_bundle, train_store, tmp_
         first.kill()
         first.wait()
     # The kernel dropped the dead holder's lock: the next run takes it.
-    with exclusive_lock(run / LOCK_FILE, "train"):
-        with pytest.raises(LockedError, match=f"pid {os.getpid()}"):
-            with exclusive_lock(run / LOCK_FILE, "train"):
-                pass
+    with (
+        exclusive_lock(run / LOCK_FILE, "train"),
+        pytest.raises(LockedError, match=f"pid {os.getpid()}"),
+        exclusive_lock(run / LOCK_FILE, "train"),
+    ):
+        pass

@@ -26,9 +26,25 @@ def file_hash(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def dir_hash(root: str | Path) -> str:
+    """SHA-256 over a directory's files (relative names and bytes, sorted; hidden files skipped)."""
+    h = hashlib.sha256()
+    root = Path(root)
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and not any(part.startswith(".") for part in rel.split("/")):
+            h.update(rel.encode() + b"\0" + file_hash(p).encode())
+    return h.hexdigest()
+
+
 def tokenizer_hash(config: dict[str, Any], base_dir: str | Path | None = None) -> str:
     """Content hash of a speech tokenizer: its config, with file references replaced by their bytes' hash."""
     cfg = {k: v for k, v in config.items() if k not in IGNORED_KEYS}
+    src = cfg.get("source")
+    if isinstance(src, str) and src:  # a local encoder directory: its bytes, not where it lies
+        d = Path(src) if Path(src).is_absolute() or base_dir is None else Path(base_dir) / src
+        if d.is_dir():
+            cfg["source"] = "sha256-dir:" + dir_hash(d)
     for key in FILE_KEYS:
         if cfg.get(key):
             p = Path(cfg[key])

@@ -29,7 +29,6 @@ from tokunify.train.config import DataConfig
 from tokunify.train.packing import Doc, PackedBatch, Packer
 from tokunify.vocab import UnifiedVocab
 
-
 # The watchdog of the training stream: this many draws in a row without a document to train on
 # (no usable record, a format error, or a document the packer drops) is an error, never a spin.
 WATCHDOG_DRAWS = 10_000
