@@ -139,6 +139,14 @@ def test_non_empty_out_is_refused_without_overwrite(sp_dir, speech_manifest, tmp
     assert (out / "tokunify.json").is_file()
     mel = tmp_path / "mel.yaml"
     mel.write_text(yaml.safe_dump({"kind": "mel_units", "features": {"kind": "mfcc"}}))
-    km = ["train-kmeans", speech_manifest, "--tokenizer", mel, "--k", "4", "--out", out]
+    km = ["train-kmeans", speech_manifest, "--tokenizer", mel, "--k", "4", "--out", tmp_path / "km"]
+    (tmp_path / "km").mkdir()
+    (tmp_path / "km" / "mel.yaml").write_text(mel.read_text())  # its input beside it: fine
+    assert tokunify(km, cwd=tmp_path).returncode == 0
     res = tokunify(km, cwd=tmp_path)
-    assert res.returncode == 1 and "--out is not empty" in res.stderr
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"tokunify train-kmeans: error: {tmp_path / 'km'}: --out holds an earlier result "
+        "(centroids.safetensors, tokenizer.yaml, rejects.jsonl); pass --overwrite to replace it"
+    )
+    assert tokunify([*km, "--overwrite"], cwd=tmp_path).returncode == 0

@@ -107,14 +107,27 @@ def exclusive_lock(path: str | Path, what: str) -> Iterator[Path]:
         f.close()  # releases the lock
 
 
-def refuse_non_empty(out: str | Path, overwrite: bool, what: str = "--out") -> None:
-    """Refuse to write into a non-empty directory unless ``overwrite`` (one line naming it)."""
+def refuse_non_empty(
+    out: str | Path, overwrite: bool, writes: tuple[str, ...] = (), what: str = "--out"
+) -> None:
+    """Refuse to write into a non-empty directory unless ``overwrite`` (one line naming it).
+
+    ``writes``: the names the command writes there; then only those count (a command that
+    writes a few files beside its input config refuses only to replace its own earlier result).
+    """
     p = Path(out)
     if overwrite or not p.exists():
         return
     if not p.is_dir():
         raise ValueError(f"{p}: {what} exists and is not a directory")
-    if any(p.iterdir()):
+    if writes:
+        found = [n for n in writes if (p / n).exists()]
+        if found:
+            raise ValueError(
+                f"{p}: {what} holds an earlier result ({', '.join(found)}); "
+                "pass --overwrite to replace it"
+            )
+    elif any(p.iterdir()):
         raise ValueError(f"{p}: {what} is not empty; pass --overwrite to replace it")
 
 

@@ -143,3 +143,41 @@ def test_a_second_train_on_one_out_fails_at_once(train_bundle, train_store, tmp_
         exclusive_lock(run / LOCK_FILE, "train"),
     ):
         pass
+
+
+@pytest.mark.parametrize("command", ["train-ssl", "train-vocoder"])
+def test_resumable_trainers_refuse_a_foreign_non_empty_out(
+    command, speech_manifest, unit_tokenizer, train_store, tmp_path, capsys
+):
+    from tokunify.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    args = {
+        "train-ssl": ["train-ssl", str(speech_manifest), "--targets", str(unit_tokenizer)],
+        "train-vocoder": ["train-vocoder", str(train_store)],
+    }[command]
+    assert main([*args, "--out", str(out), "--steps", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert (
+        err
+        == f"tokunify {command}: error: {out}: --out is not empty; pass --overwrite to replace it"
+    )
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_prepare_out_resumes_a_run_and_overwrite_deletes_only_owned_files(tmp_path):
+    from tokunify.train import checkpoints
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-000002").mkdir(parents=True)
+    (run / "checkpoints" / "step-000002" / "trainer.json").write_text("{}")
+    (run / "log.jsonl").write_text("{}\n")
+    (run / "notes.txt").write_text("mine")
+    checkpoints.prepare_out(run, False, ("log.jsonl",))  # a run to resume: accepted as is
+    assert (run / "log.jsonl").exists()
+    checkpoints.prepare_out(run, True, ("log.jsonl",))
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+    with pytest.raises(ValueError, match="--out is not empty; pass --overwrite"):
+        checkpoints.prepare_out(run, False, ("log.jsonl",))

@@ -21,6 +21,9 @@ from tokunify.tokenizers.kmeans import KMeans, convert_sklearn
 from tokunify.tokenizers.units import features_from_config
 
 
+KMEANS_FILES = ("centroids.safetensors", "tokenizer.yaml", "rejects.jsonl")  # what it writes
+
+
 @dataclass
 class TrainKMeansArgs:
     """Train k-means centroids on features sampled from a manifest; writes a complete tokenizer config."""
@@ -30,8 +33,8 @@ class TrainKMeansArgs:
     tokenizer: str
     """Unit tokenizer config (YAML/JSON) naming the features: kind ssl_units (source, layer) or mel_units."""
     out: str
-    """Output directory: centroids.safetensors, tokenizer.yaml, rejects.jsonl (a non-empty one is
-    refused without --overwrite)."""
+    """Output directory: centroids.safetensors, tokenizer.yaml, rejects.jsonl (an out that holds
+    them already is refused without --overwrite)."""
     overwrite: bool = False
     """Write into a non-empty out (replacing the files this command writes)."""
     k: int = 500
@@ -58,7 +61,7 @@ class TrainKMeansArgs:
 
 def run_train_kmeans(args: TrainKMeansArgs) -> Path:
     out = Path(args.out)
-    refuse_non_empty(out, args.overwrite)
+    refuse_non_empty(out, args.overwrite, KMEANS_FILES)
     out.mkdir(parents=True, exist_ok=True)
     cfg = read_data_file(args.tokenizer)
     feats = features_from_config(cfg, args.device)
