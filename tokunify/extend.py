@@ -400,7 +400,13 @@ def run_extend(args: ExtendArgs) -> Path:
         model = scratch_model(args.base.split(":", 1)[1], vocab, seed=args.seed)
         init = None
     else:
-        model = AutoModelForCausalLM.from_pretrained(args.base)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(args.base)
+        except OSError as e:  # a hub id that is not there (or no network): one line
+            reason = str(e).strip().splitlines()[0]
+            raise ValueError(
+                f"{args.base}: no local directory, and not loadable as a hub id: {reason}"
+            ) from e
         extend_pretrained(
             model, tokenizer, vocab, init=args.init, noise_scale=args.noise_scale, seed=args.seed
         )

@@ -20,7 +20,6 @@ from tokunify.tokenizers.base import pad_batch, tokenizer_from_config
 from tokunify.tokenizers.kmeans import KMeans, convert_sklearn
 from tokunify.tokenizers.units import features_from_config
 
-
 KMEANS_FILES = ("centroids.safetensors", "tokenizer.yaml", "rejects.jsonl")  # what it writes
 
 
