@@ -90,6 +90,7 @@ def build_store(
             str(k),
             "--out",
             str(work / "km"),
+            "--overwrite",  # rebuilt with the corpus
         ]
     )
     tok = work / "km" / "tokenizer.yaml"

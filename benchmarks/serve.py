@@ -46,7 +46,7 @@ def build_bundle(root: Path) -> Path:
     corpus.write_text("\n".join(" ".join(rng.choices(WORDS, k=rng.randint(3, 12))) for _ in range(1500)))  # fmt: skip
     train_sentencepiece(corpus, root / "tok", vocab_size=320)
     bundle = root / "bundle"
-    assert cli(["extend", "scratch:llama-small", "--text-tokenizer", str(root / "tok"), "--units", str(UNITS), "--out", str(bundle)]) == 0  # fmt: skip
+    assert cli(["extend", "scratch:llama-small", "--text-tokenizer", str(root / "tok"), "--units", str(UNITS), "--out", str(bundle), "--overwrite"]) == 0  # fmt: skip
     torch.manual_seed(0)
     cfg = CodeHiFiGANConfig(num_embeddings=UNITS, embedding_dim=64, upsample_initial_channel=64, upsample_rates=[5, 4, 4, 4], upsample_kernel_sizes=[11, 8, 8, 8],
                             resblock="2", resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]],

@@ -64,7 +64,7 @@ def mel_tokenizer(work: Path, manifest: Path) -> Path:
         yaml.safe_dump({"kind": "mel_units", "features": {"kind": "mfcc"}})
     )
     main(["train-kmeans", str(manifest), "--tokenizer", str(work / "mel.yaml"), "--k", "100",
-          "--max-utterances", "200", "--out", str(work / "mel")])  # fmt: skip
+          "--max-utterances", "200", "--out", str(work / "mel"), "--overwrite"])  # fmt: skip
     return work / "mel" / "tokenizer.yaml"
 
 

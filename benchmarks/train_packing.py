@@ -52,6 +52,7 @@ def train_config(work: Path, seq_len: int, batch: int, steps: int, packed: bool)
         cpu=True,
         mixed_precision="no",
         resume=False,
+        overwrite=True,  # a --work of an earlier run: measure afresh
         packed_attention=packed,
     )
 

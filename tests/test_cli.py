@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tokunify.cli import COMMANDS, build_parser, parse_command
+from tokunify.config import ConfigError
 
 
 def dummy(tp):  # type: ignore[no-untyped-def]
@@ -79,3 +80,44 @@ def test_console_help_runs():
     )
     assert res.returncode == 0, res.stderr
     assert "scratch:llama-tiny" in res.stdout and "--codebook-size" in res.stdout
+
+
+def test_values_as_users_type_them(tmp_path):
+    """README forms: YAML-flow mappings and lists, and boolean words."""
+    (tmp_path / "t.yaml").write_text("bundle: b\nout: o\ndata: {stores: [s]}\n")
+    _, cfg = parse_command(
+        ["train", str(tmp_path / "t.yaml"), "--data.mixture", "{asr: 0.5, tts: 0.5}",
+         "--data.manifests", "[corpus/train.jsonl, b.jsonl]", "--progress", "false",
+         "--optim.betas", "[0.8, 0.9]", "--cpu=yes", "--lora.enabled", "1"]
+    )  # fmt: skip
+    assert cfg.data.mixture == {"asr": 0.5, "tts": 0.5}
+    assert cfg.data.manifests == ["corpus/train.jsonl", "b.jsonl"]
+    assert (cfg.progress, cfg.cpu, cfg.lora.enabled) == (False, True, True)
+    assert cfg.optim.betas == (0.8, 0.9)
+    _, cfg = parse_command(["train", str(tmp_path / "t.yaml"), "--data.stores", "a", "b",
+                            "--progress", "--resume", "no"])  # fmt: skip
+    assert cfg.data.stores == ["a", "b"] and cfg.progress is True and cfg.resume is False
+    _, args = parse_command(["tokenize", "m.jsonl", "--out", "s", "--tokenizer", "[a=x, b=y]",
+                             "--progress", "0"])  # fmt: skip
+    assert args.tokenizer == ["a=x", "b=y"] and args.progress is False
+    with pytest.raises(ConfigError, match=r"--progress: expected true or false .*'maybe'"):
+        parse_command(["train", "--progress=maybe"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["tokenize", "m.jsonl", "--outt", "x"], "unknown option --outt (did you mean: --out"),
+        (["train", "--data.mixtrue", "{asr: 1}"], "unknown option --data.mixtrue (did you mean: --data.mixture"),
+        (["train", "--data.mixture", "[1, 2]"], "expected a mapping like '{asr: 0.5}'"),
+    ],
+)  # fmt: skip
+def test_mistyped_options_print_usage_and_the_closest_names(argv, expected, capsys):
+    from tokunify.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: tokunify {argv[0]}") and expected in err
+    assert "Traceback" not in err

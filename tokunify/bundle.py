@@ -85,6 +85,9 @@ class BundleSpec:
                     v = cfg.get(key)
                     if v and not Path(v).is_absolute():
                         out.append(str(v))
+                src = cfg.get("source")  # an encoder directory the bundle carries (extend)
+                if isinstance(src, str) and src.startswith(CARRIED_PREFIX):
+                    out.append(src)
         return out
 
     def check(self, vocab: UnifiedVocab, source: str = BUNDLE_FILE) -> None:
@@ -148,6 +151,9 @@ class Bundle:
         return tokenizer_from_config(cfg, base_dir=self.path, device=device)
 
 
+CARRIED_PREFIX = "speech_tokenizers/"  # bundle-relative files and directories the spec names
+
+
 def save_bundle(
     path: str | Path,
     model: nn.Module,
@@ -176,9 +182,12 @@ def save_bundle(
         tokenizer.save_pretrained(tmp)
         vocab.save(tmp / "vocab.json")
         for rel, src in sources.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():  # an encoder directory; copied, never hard-linked (no shared inodes)
+                shutil.copytree(src, tmp / rel)
+                continue
             if not src.is_file():
                 raise BundleError(f"{src}: referenced by the bundle spec but missing")
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, tmp / rel)
         (tmp / BUNDLE_FILE).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
     return Path(path)

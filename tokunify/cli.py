@@ -13,6 +13,9 @@ from tokunify.config import (
     ConfigError,
     add_arguments,
     apply_overrides,
+    bool_flags,
+    bool_words_to_flags,
+    closest_options,
     from_dict,
     from_flat,
     read_data_file,
@@ -272,11 +275,41 @@ def build_parser(command: str | None = None, with_config: bool = False) -> argpa
     return parser
 
 
+def subcommand_parser(
+    parser: argparse.ArgumentParser, command: str | None
+) -> argparse.ArgumentParser | None:
+    """The parser of one subcommand inside the full parser (None for an unknown name)."""
+    for action in parser._subparsers._group_actions if parser._subparsers else []:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return None
+
+
+def refuse_unknown(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
+    """Usage, then one line naming the unknown option(s) and the closest valid names; exit 2."""
+    parser.print_usage(sys.stderr)
+    wrong = next((a for a in unknown if a.startswith("-")), unknown[0])
+    near = closest_options(parser, wrong) if wrong.startswith("-") else []
+    hint = f" (did you mean: {', '.join(near)}?)" if near else ""
+    what = "unknown option" if wrong.startswith("-") else "unexpected argument"
+    parser.exit(2, f"{parser.prog}: error: {what} {wrong}{hint}\n")
+
+
 def parse_command(argv: list[str]) -> tuple[str | None, Any]:
     """argv -> (subcommand, its args dataclass); :class:`ConfigError` for a bad config file."""
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None, config_flag(argv))
-    ns = parser.parse_args(argv)
+    sub = subcommand_parser(parser, command)
+    if sub is not None:
+        argv = bool_words_to_flags(argv, bool_flags(sub))
+        opts = [o for a in sub._actions for o in a.option_strings]
+        for a in argv:  # before argparse, whose "required" error would come first
+            name = a.partition("=")[0]
+            if a.startswith("--") and a != "--" and not any(o.startswith(name) for o in opts):
+                refuse_unknown(sub, [a])
+    ns, unknown = parser.parse_known_args(argv)
+    if unknown:
+        refuse_unknown(parser if sub is None else sub, unknown)
     if ns.command is None:
         parser.print_help()
         return None, None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import inspect
 import itertools
 import json
@@ -27,7 +28,12 @@ from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import yaml
+
 T = TypeVar("T")
+
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True,
+              "false": False, "no": False, "off": False, "0": False}  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -73,6 +79,98 @@ def _default(f: Any) -> Any:
     return MISSING
 
 
+def parse_bool(value: Any, where: str = "value") -> bool:
+    """``true/false/yes/no/on/off/1/0`` (any case) or a bool; :class:`ConfigError` otherwise."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if word in BOOL_WORDS:
+        return BOOL_WORDS[word]
+    raise ConfigError(f"{where}: expected true or false (or yes/no, 1/0), got {value!r}")
+
+
+def yaml_flow(text: str) -> Any:
+    """A command-line value as YAML flow: ``{asr: 0.5}``, ``[a.jsonl, b.jsonl]`` (JSON is YAML)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0]
+        raise argparse.ArgumentTypeError(f"cannot parse {text!r} as YAML: {first}") from e
+
+
+def yaml_mapping(text: str) -> dict[str, Any]:
+    """argparse type of a ``dict`` field: ``'{asr: 0.5, tts: 0.5}'`` (YAML flow or JSON)."""
+    value = yaml_flow(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a mapping like '{{asr: 0.5}}', got {text!r}")
+    return value
+
+
+class ListAction(argparse.Action):
+    """A list option: ``--x a b``, or one YAML flow list ``--x '[a, b]'``; items typed by field.
+
+    ``extend`` (plain commands): repeated options add up; else (overrides) the last one wins.
+    """
+
+    def __init__(self, *args: Any, item: Any = str, extend: bool = False, **kw: Any) -> None:
+        self.item, self.extend = item, extend
+        super().__init__(*args, **kw)
+
+    def __call__(self, parser: Any, ns: Any, values: Any, option: str | None = None) -> None:
+        where = option or self.dest
+        items: list[Any] = []
+        for v in values if isinstance(values, list) else [values]:
+            text = v.strip() if isinstance(v, str) else v
+            if isinstance(text, str) and text.startswith("[") and text.endswith("]"):
+                parsed = yaml_flow(text)
+                items.extend(parsed if isinstance(parsed, list) else [parsed])
+            else:
+                items.append(v)
+        try:
+            typed = [coerce(self.item, x, f"{where}[{i}]") for i, x in enumerate(items)]
+        except ConfigError as e:
+            parser.error(str(e))
+        old = getattr(ns, self.dest, None)
+        keep = list(old) if self.extend and isinstance(old, list) else []
+        setattr(ns, self.dest, keep + typed)
+
+
+def bool_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """``{"--progress": "--no-progress", ...}`` of a parser's boolean options."""
+    out = {}
+    for a in parser._actions:
+        if isinstance(a, argparse.BooleanOptionalAction):
+            for opt in a.option_strings:
+                if not opt.startswith("--no-"):
+                    out[opt] = "--no-" + opt[2:]
+    return out
+
+
+def bool_words_to_flags(argv: list[str], flags: dict[str, str]) -> list[str]:
+    """``--progress false`` / ``--progress=no`` -> ``--no-progress`` (argparse's spelling)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        name, eq, value = a.partition("=")
+        if name in flags and eq:
+            out.append(name if parse_bool(value, name) else flags[name])
+        elif a in flags and i + 1 < len(argv) and argv[i + 1].lower() in BOOL_WORDS:
+            out.append(a if BOOL_WORDS[argv[i + 1].lower()] else flags[a])
+            i += 1
+        else:
+            out.append(a)
+        i += 1
+    return out
+
+
+def closest_options(parser: argparse.ArgumentParser, wrong: str, n: int = 3) -> list[str]:
+    """The valid option names closest to a mistyped one (difflib)."""
+    names = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    key = wrong.partition("=")[0]
+    return difflib.get_close_matches(key, names, n=n, cutoff=0.5)
+
+
 def _flags(dest: str) -> list[str]:
     """``--a.b-c`` and, as an alias, the field's own spelling ``--a.b_c``."""
     dashed = "--" + dest.replace("_", "-")
@@ -102,11 +200,12 @@ def add_arguments(
             kw["action"] = argparse.BooleanOptionalAction
         elif origin in (list, tuple):
             item = typing.get_args(tp)[0] if typing.get_args(tp) else str
-            kw.update(nargs="+" if f.metadata.get("positional") else "*", type=item)
-            if not f.metadata.get("positional"):
-                kw.update(action="extend", nargs="+")
+            if f.metadata.get("positional"):
+                kw.update(nargs="+", type=item)
+            else:  # --x a b, or --x '[a, b]'
+                kw.update(action=ListAction, nargs="+", item=item, extend=not overrides)
         elif origin is dict:
-            kw["type"] = json.loads  # --data.mixture '{"asr": 0.5, "tts": 0.5}'
+            kw["type"] = yaml_mapping  # --data.mixture '{asr: 0.5, tts: 0.5}' (or JSON)
         elif origin is Literal:
             kw["choices"] = list(typing.get_args(tp))
             kw["type"] = type(kw["choices"][0])
@@ -117,8 +216,6 @@ def add_arguments(
             kw["help"] += f" (default: {shown})".replace("%", "%%")
         positional = bool(f.metadata.get("positional"))
         if overrides:  # absent options leave the config file's value untouched
-            if kw.get("action") == "extend":
-                kw["action"], kw["nargs"] = "store", "+"
             if positional:
                 kw["nargs"] = "?" if kw.get("nargs") is None else "*"
                 parser.add_argument(dest, metavar=f.name.upper(), default=argparse.SUPPRESS, **kw)
@@ -131,7 +228,7 @@ def add_arguments(
         if default is MISSING:
             kw["required"] = True
         else:
-            kw["default"] = None if kw.get("action") == "extend" else default
+            kw["default"] = None if kw.get("action") is ListAction else default
         parser.add_argument(*_flags(dest), dest=dest, **kw)
 
 
@@ -199,11 +296,9 @@ def coerce(tp: Any, value: Any, where: str) -> Any:
     if tp is Any or not isinstance(tp, type):
         return value
     if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        if isinstance(value, int) and not isinstance(value, bool) and value not in (0, 1):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return parse_bool(value, where)
     if tp in (int, float):
         if isinstance(value, bool):
             raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
@@ -259,8 +354,6 @@ def read_data_file(path: str | Path) -> dict[str, Any]:
     text = p.read_text()
     try:
         if p.suffix in (".yaml", ".yml"):
-            import yaml
-
             data = yaml.safe_load(text)
         elif p.suffix == ".toml":
             try:

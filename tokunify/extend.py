@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from tokunify.fsio import check_local_path, refuse_non_empty
 from tokunify.vocab import (
     DEFAULT_TASKS,
     StreamSpec,
@@ -250,7 +251,9 @@ class ExtendArgs:
     base: str = field(metadata={"positional": True})
     """Transformers model dir or hub id, or scratch:PRESET (presets listed below)."""
     out: str
-    """Output bundle directory."""
+    """Output bundle directory (a non-empty one is refused without --overwrite)."""
+    overwrite: bool = False
+    """Replace an existing out (the new bundle takes its place only once complete)."""
     units: list[str] = field(default_factory=list)
     """Unit streams, each K or NAME=K (e.g. --units 500 hubert=1000). Unnamed ones: units, units1, ..."""
     codebooks: int = 0
@@ -312,6 +315,9 @@ def stream_for_tokenizer(name: str, config: dict[str, Any], layout: str) -> Stre
     return codec_stream(name, int(config["num_codebooks"]), int(config["cardinality"]), layout)
 
 
+ENCODER_DIR = "encoder"  # a local speech-tokenizer encoder, copied into the bundle
+
+
 def bundle_tokenizer_config(
     stream: str, config: dict[str, Any], base_dir: Path
 ) -> tuple[dict[str, Any], dict[str, Path]]:
@@ -320,17 +326,31 @@ def bundle_tokenizer_config(
     from tokunify.tokenizers.base import resolve_path, tokenizer_from_config
     from tokunify.tokenizers.identity import tokenizer_hash
 
+    config = dict(config)
+    src = config.get("source")
+    local = None
+    if isinstance(src, str) and src and config.get("backend") != "fairseq2":
+        for cand in (Path(src).expanduser(), base_dir / src):  # as written, or beside the config
+            if cand.is_dir():
+                local = cand.resolve()
+                break
+        else:
+            check_local_path(src, f"source of speech tokenizer {stream!r}")
+    if local is not None:
+        config["source"] = str(local)
     full = tokenizer_from_config(config, base_dir=base_dir).to_config()
     files: dict[str, Path] = {}
     if full.get("centroids"):
-        src = resolve_path(full["centroids"], base_dir)
-        full["centroids"] = str(src)
-        full["hash"] = tokenizer_hash(full)
+        full["centroids"] = str(resolve_path(full["centroids"], base_dir))
+    full["hash"] = tokenizer_hash(full)  # file and directory bytes, not where they lie
+    if full.get("centroids"):
         rel = f"speech_tokenizers/{stream}/centroids.safetensors"
-        files[rel] = src
+        files[rel] = Path(full["centroids"])
         full["centroids"] = rel
-    else:
-        full["hash"] = tokenizer_hash(full)
+    if local is not None:  # the bundle carries its encoder; hub ids stay hub ids
+        rel = f"speech_tokenizers/{stream}/{ENCODER_DIR}"
+        files[rel] = local
+        full["source"] = rel
     return full, files
 
 
@@ -342,6 +362,7 @@ def run_extend(args: ExtendArgs) -> Path:
     from tokunify.config import read_data_file
     from tokunify.tokenizers.text import load_text_tokenizer
 
+    refuse_non_empty(args.out, args.overwrite)
     streams = parse_streams(args)
     speech_cfgs, files = {}, {}
     for item in args.speech_tokenizer:
@@ -364,6 +385,9 @@ def run_extend(args: ExtendArgs) -> Path:
             "a scratch: base needs --text-tokenizer (train one with `tokunify train-text-tokenizer`)"
         )
     tok_src = args.text_tokenizer or args.base
+    if not scratch:
+        check_local_path(args.base, "extend base model: a transformers model directory or a hub id")
+    check_local_path(tok_src, "text tokenizer: a directory, an spm.model or a hub id")
     tokenizer = load_text_tokenizer(tok_src)
     vocab = UnifiedVocab(
         text_size=len(tokenizer),
@@ -376,7 +400,13 @@ def run_extend(args: ExtendArgs) -> Path:
         model = scratch_model(args.base.split(":", 1)[1], vocab, seed=args.seed)
         init = None
     else:
-        model = AutoModelForCausalLM.from_pretrained(args.base)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(args.base)
+        except OSError as e:  # a hub id that is not there (or no network): one line
+            reason = str(e).strip().splitlines()[0]
+            raise ValueError(
+                f"{args.base}: no local directory, and not loadable as a hub id: {reason}"
+            ) from e
         extend_pretrained(
             model, tokenizer, vocab, init=args.init, noise_scale=args.noise_scale, seed=args.seed
         )

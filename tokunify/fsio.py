@@ -9,6 +9,7 @@ one ``os.replace`` only once complete. A crash or kill leaves the target as it w
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -106,3 +107,79 @@ def content_hash(path: str | Path) -> str:
     for p in sorted(q for q in root.rglob("*") if q.is_file() and not _hidden(q.relative_to(root))):
         h.update(f"{p.relative_to(root).as_posix()}:{file_hash(p)}\n".encode())
     return h.hexdigest()[:16]
+
+
+class LockedError(ValueError):
+    """Another live process holds the lock (its pid is in the message)."""
+
+
+@contextmanager
+def exclusive_lock(path: str | Path, what: str) -> Iterator[Path]:
+    """Hold an exclusive ``flock`` on ``path`` (created, with this pid in it) for the block.
+
+    The kernel drops the lock when the process exits or crashes, so a stale file never blocks a
+    later run. A second holder fails at once with :class:`LockedError` naming ``what`` and the
+    holder's pid (``flock`` locks are per open file, so this holds within one process too).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = path.open("a+")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "unknown"
+            raise LockedError(
+                f"{path.parent}: another {what} is running here (pid {pid}; lock {path.name})"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield path
+    finally:
+        f.close()  # releases the lock
+
+
+def refuse_non_empty(
+    out: str | Path, overwrite: bool, writes: tuple[str, ...] = (), what: str = "--out"
+) -> None:
+    """Refuse to write into a non-empty directory unless ``overwrite`` (one line naming it).
+
+    ``writes``: the names the command writes there; then only those count (a command that
+    writes a few files beside its input config refuses only to replace its own earlier result).
+    """
+    p = Path(out)
+    if overwrite or not p.exists():
+        return
+    if not p.is_dir():
+        raise ValueError(f"{p}: {what} exists and is not a directory")
+    if writes:
+        found = [n for n in writes if (p / n).exists()]
+        if found:
+            raise ValueError(
+                f"{p}: {what} holds an earlier result ({', '.join(found)}); "
+                "pass --overwrite to replace it"
+            )
+    elif any(p.iterdir()):
+        raise ValueError(f"{p}: {what} is not empty; pass --overwrite to replace it")
+
+
+def looks_like_path(name: str, base_dir: str | Path | None = None) -> bool:
+    """Whether a model/tokenizer ``source`` string is meant as a local path, not a hub id: it
+    starts with ``.``, ``/`` or ``~``, has a backslash, has more than one ``/`` (hub ids have one),
+    or exists relative to ``base_dir``."""
+    s = str(name)
+    if s.startswith((".", "/", "~")) or "\\" in s or s.count("/") > 1:
+        return True
+    return base_dir is not None and (Path(base_dir) / s).exists()
+
+
+def check_local_path(name: str | Path, what: str, base_dir: str | Path | None = None) -> None:
+    """One line ``NAME: no such directory (WHAT)`` for a path-like name that does not exist, before
+    a hub client turns it into a misleading connection error."""
+    s = str(name)
+    missing = looks_like_path(s, base_dir) and not Path(s).expanduser().exists()
+    if missing and (base_dir is None or not (Path(base_dir) / s).exists()):
+        raise FileNotFoundError(f"{s}: no such directory ({what})")

@@ -231,6 +231,10 @@ def tokenizer_from_config(
 ) -> SpeechTokenizer:
     """Rebuild a tokenizer from :meth:`SpeechTokenizer.to_config` output (paths relative to ``base_dir``)."""
     cls = tokenizer_class(config.get("kind"))
+    src = config.get("source")
+    relative = isinstance(src, str) and src and not Path(src).is_absolute()
+    if relative and base_dir is not None and (Path(base_dir) / src).is_dir():
+        config = {**config, "source": str(Path(base_dir) / src)}  # an encoder a bundle carries
     return cls.from_config(config, base_dir=base_dir, device=device)
 
 

@@ -14,10 +14,13 @@ import yaml
 from tokunify.audio import AudioError
 from tokunify.audio import load as load_audio
 from tokunify.config import read_data_file
+from tokunify.fsio import refuse_non_empty
 from tokunify.manifest import read_manifest
 from tokunify.tokenizers.base import pad_batch, tokenizer_from_config
 from tokunify.tokenizers.kmeans import KMeans, convert_sklearn
 from tokunify.tokenizers.units import features_from_config
+
+KMEANS_FILES = ("centroids.safetensors", "tokenizer.yaml", "rejects.jsonl")  # what it writes
 
 
 @dataclass
@@ -29,7 +32,10 @@ class TrainKMeansArgs:
     tokenizer: str
     """Unit tokenizer config (YAML/JSON) naming the features: kind ssl_units (source, layer) or mel_units."""
     out: str
-    """Output directory: centroids.safetensors, tokenizer.yaml, rejects.jsonl."""
+    """Output directory: centroids.safetensors, tokenizer.yaml, rejects.jsonl (an out that holds
+    them already is refused without --overwrite)."""
+    overwrite: bool = False
+    """Write into a non-empty out (replacing the files this command writes)."""
     k: int = 500
     """Number of units."""
     max_utterances: int = 2000
@@ -54,6 +60,7 @@ class TrainKMeansArgs:
 
 def run_train_kmeans(args: TrainKMeansArgs) -> Path:
     out = Path(args.out)
+    refuse_non_empty(out, args.overwrite, KMEANS_FILES)
     out.mkdir(parents=True, exist_ok=True)
     cfg = read_data_file(args.tokenizer)
     feats = features_from_config(cfg, args.device)

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tokunify.fsio import check_local_path
+
 
 class FeatureError(ValueError):
     pass
@@ -123,6 +125,7 @@ class SSLFeatures(ConvStackFeatures):
     ) -> SSLFeatures:
         from transformers import AutoModel
 
+        check_local_path(source, "ssl_units source: an encoder directory or a hub id")
         try:
             model = AutoModel.from_pretrained(source)
         except (OSError, ValueError) as e:

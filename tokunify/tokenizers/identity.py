@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tokunify.fsio import file_hash
+from tokunify.fsio import content_hash, file_hash
 
 # Config keys that name files: the hash covers the file's bytes, not its path.
 FILE_KEYS = ("centroids",)
@@ -22,6 +22,11 @@ IGNORED_KEYS = ("frame_rate", "sample_rate")
 def tokenizer_hash(config: dict[str, Any], base_dir: str | Path | None = None) -> str:
     """Content hash of a speech tokenizer: its config, with file references replaced by their bytes' hash."""
     cfg = {k: v for k, v in config.items() if k not in IGNORED_KEYS}
+    src = cfg.get("source")
+    if isinstance(src, str) and src:  # a local encoder directory: its bytes, not where it lies
+        d = Path(src) if Path(src).is_absolute() or base_dir is None else Path(base_dir) / src
+        if d.is_dir():
+            cfg["source"] = "sha256-dir:" + content_hash(d)
     for key in FILE_KEYS:
         if cfg.get(key):
             p = Path(cfg[key])

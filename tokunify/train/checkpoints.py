@@ -11,6 +11,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from tokunify.fsio import refuse_non_empty
+
 CKPT_DIR = "checkpoints"
 TRAINER_FILE = "trainer.json"
 
@@ -51,3 +53,17 @@ def commit(run: str | Path, step: int, keep: int) -> Path:
     for p in older[: max(0, len(older) - (max(keep, 1) - 1))]:
         shutil.rmtree(p, ignore_errors=True)
     return final
+
+
+def prepare_out(run: str | Path, overwrite: bool, owned: tuple[str, ...]) -> None:
+    """The ``--out`` of a resumable trainer: a directory with a checkpoint resumes; ``overwrite``
+    deletes the files the trainer writes (``owned``, nothing else) so it starts afresh; any other
+    non-empty directory is refused (one line)."""
+    run = Path(run)
+    if overwrite:
+        for name in (CKPT_DIR, *owned):
+            p = run / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        return
+    if latest(run) is None:
+        refuse_non_empty(run, False)

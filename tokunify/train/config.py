@@ -121,8 +121,14 @@ class TrainConfig:
     """Checkpoints kept (older ones are deleted)."""
     log_every: int = 10
     """Steps between log lines."""
-    resume: bool = True
-    """Resume from the newest checkpoint in out/checkpoints when there is one."""
+    resume: bool | None = None
+    """An existing run in `out`: by default resume from its newest checkpoint only when this
+    config matches the checkpoint's, else refuse naming the differing keys. Keys that may change on
+    a resume: steps, max_minutes, budget_minutes, out, progress, log_every, eval_every, save_every,
+    keep_checkpoints, checkpoint_notify, weight_digests. --resume: resume even with other keys
+    changed (they are listed); --no-resume: refuse an existing run (see --overwrite)."""
+    overwrite: bool = False
+    """Delete an existing run in `out` (checkpoints/, final/, log.jsonl) and start afresh."""
     cpu: bool = False
     """Force CPU even where a GPU is present."""
     progress: bool = True
@@ -145,6 +151,8 @@ class TrainConfig:
     def validate(self) -> None:
         if not self.bundle or not self.out:
             raise ValueError("train config needs `bundle` and `out`")
+        if self.overwrite and self.resume:
+            raise ValueError("give one of resume and overwrite, not both")
         if not self.data.stores and not self.data.manifests:
             raise ValueError("train config needs data.stores or data.manifests")
         unknown = set(self.data.mixture) - set(FORMATS)

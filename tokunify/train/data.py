@@ -29,6 +29,10 @@ from tokunify.train.config import DataConfig
 from tokunify.train.packing import Doc, PackedBatch, Packer
 from tokunify.vocab import UnifiedVocab
 
+# The watchdog of the training stream: this many draws in a row without a document to train on
+# (no usable record, a format error, or a document the packer drops) is an error, never a spin.
+WATCHDOG_DRAWS = 10_000
+
 
 def is_eval_id(utt_id: str, fraction: float) -> bool:
     """Deterministic held-out split by utterance id."""
@@ -199,14 +203,15 @@ class TaskData:
 
     def _next_record(self, task: str) -> tuple[Record, Record | None, np.random.Generator]:
         epoch, pos = self.cursor[task]
-        scanned = 0
+        scanned = wraps = 0
         while True:
             order = self._order(epoch)
             if pos >= len(order):
-                epoch, pos = epoch + 1, 0
-                if scanned > 2 * max(len(order), 1):
+                epoch, pos, wraps = epoch + 1, 0, wraps + 1
+                if scanned > 2 * max(len(order), 1) or (wraps > 2 and not scanned):
                     raise StoreError(
-                        f"no record of this rank's share of the stores is usable for task {task!r}"
+                        f"{self.store_names()}: no record of this rank's share (rank {self.rank} "
+                        f"of {self.world}) is usable for task {task!r}"
                     )
                 continue
             r = self.source[int(order[pos])]
@@ -228,8 +233,14 @@ class TaskData:
             rng = np.random.default_rng([self.seed, self.tasks.index(task), epoch, pos])
             return r, target, rng
 
+    def store_names(self) -> str:
+        return ", ".join(str(s.root) for s in self.source.stores) or "no stores"
+
     def next_doc(self) -> Doc:
-        while True:
+        """The next document of the mixture; :data:`WATCHDOG_DRAWS` draws in a row without one
+        (format errors, or documents that ``long_documents: drop`` would drop) raise."""
+        dropping = self.cfg.long_documents == "drop"
+        for _ in range(WATCHDOG_DRAWS):
             ti = int(self.rng.choice(len(self.tasks), p=self.weights))
             task = self.tasks[ti]
             r, target, rng = self._next_record(task)
@@ -237,8 +248,16 @@ class TaskData:
                 ids, mask = self.fmt.build(task, r, target, rng)
             except FormatError:
                 continue
+            if dropping and len(ids) > self.cfg.seq_len:
+                continue
             self.docs_seen += 1
             return Doc(ids, mask, ti)
+        raise StoreError(
+            f"{self.store_names()}: no trainable document in {WATCHDOG_DRAWS} draws of the mixture "
+            f"{dict(self.cfg.mixture)} (records fail to format"
+            + (f" or are longer than data.seq_len={self.cfg.seq_len}" if dropping else "")
+            + ")"
+        )
 
     def next_batch(self, rows: int) -> PackedBatch:
         batch, _ = self.packer.next_batch(rows, self.next_doc)
@@ -282,6 +301,27 @@ def eval_docs(
                 continue
             out[task].append(Doc(ids, mask, ti))
     return out
+
+
+def check_usable(source: RecordSource, fmt: Formatter, cfg: DataConfig) -> None:
+    """Refuse at start-up stores with no record usable for a task of the mixture (weight > 0),
+    naming the stores and the task; scans until one record per task is found."""
+    names = ", ".join(str(s.root) for s in source.stores)
+    if len(source) == 0:
+        raise StoreError(f"{names}: the training stores hold no records")
+    todo = [t for t, w in cfg.mixture.items() if w > 0]
+    for i in range(len(source)):
+        if not todo:
+            return
+        r = source[i]
+        todo = [t for t in todo if not (fmt.eligible(t, r) and fmt.pair(t, r, source.lookup)[0])]
+    if todo:
+        needs = {t: sorted(fmt.formats[t].requires) for t in todo}
+        raise StoreError(
+            f"{names}: no record is usable for task {todo[0]!r} of data.mixture "
+            f"(of {len(source)} records; the task needs {needs[todo[0]]}); "
+            "drop the task from the mixture or add a store that has it"
+        )
 
 
 def check_compatible(

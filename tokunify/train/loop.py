@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -37,11 +38,19 @@ import torch.nn.functional as F
 from tokunify.bundle import Bundle, BundleSpec, save_bundle
 from tokunify.bundle import load as load_bundle
 from tokunify.extend import freeze_text_rows
-from tokunify.store import TokenStore
+from tokunify.fsio import exclusive_lock
+from tokunify.store import StoreError, TokenStore
 from tokunify.train import attention, checkpoints
 from tokunify.train.checkpoints import CKPT_DIR, TRAINER_FILE
 from tokunify.train.config import TrainConfig
-from tokunify.train.data import Formatter, RecordSource, TaskData, check_compatible, eval_docs
+from tokunify.train.data import (
+    Formatter,
+    RecordSource,
+    TaskData,
+    check_compatible,
+    check_usable,
+    eval_docs,
+)
 from tokunify.train.onthefly import manifest_stores
 from tokunify.train.packing import IGNORE, Doc, PackedBatch, pack_docs
 
@@ -467,12 +476,16 @@ def build_data(cfg: TrainConfig, bundle: Bundle, acc: Any) -> tuple[TaskData, di
         cfg.data.manifests, cfg.data.manifest_cache or Path(cfg.out) / "token_cache", stream, bundle,
         cfg.data.manifest_chunk_size, str(acc.device),
     )  # fmt: skip
+    if not stores:
+        raise StoreError("train: data.stores and data.manifests name no store")
     check_compatible(stores, vocab, bundle.tokenizer, bundle.spec, stream)
     eval_stores = [TokenStore(s) for s in cfg.data.eval_stores]
     check_compatible(eval_stores, vocab, bundle.tokenizer, bundle.spec, stream)
     frame_rate = stores[0].meta.streams[stream].frame_rate
     fmt = Formatter(vocab, bundle.tokenizer, cfg.data, stream, frame_rate)
     source = RecordSource(stores)
+    if not cfg.data.manifests:  # on-the-fly stores tokenize when read: the watchdog guards them
+        check_usable(source, fmt, cfg.data)
     data = TaskData(source, fmt, cfg.data, cfg.seed, acc.process_index, acc.num_processes)
     ev_source = RecordSource(eval_stores) if eval_stores else source
     ev_docs = eval_docs(
@@ -498,7 +511,7 @@ def build_model(cfg: TrainConfig, bundle: Bundle) -> tuple[torch.nn.Module, str]
 def resume(run: Run) -> None:
     """Load the newest checkpoint (model, optimizer, schedule, RNGs, data position) if any."""
     cfg, acc = run.cfg, run.acc
-    ckpt = checkpoints.latest(cfg.out) if cfg.resume else None
+    ckpt = checkpoints.latest(cfg.out)  # check_existing_run refused or cleared the others
     if ckpt is None:
         if acc.is_main_process and run.log.path.exists():
             run.log.path.unlink()
@@ -518,6 +531,59 @@ def resume(run: Run) -> None:
     run.log.lines = meta["log_lines"]
 
 
+# Keys that may change when a run resumes: how long it goes on and what it logs and keeps.
+RESUMABLE_KEYS = frozenset(
+    {"out", "steps", "max_minutes", "budget_minutes", "progress", "log_every", "eval_every",
+     "save_every", "keep_checkpoints", "checkpoint_notify", "weight_digests", "resume", "overwrite"}
+)  # fmt: skip
+LOCK_FILE = "train.lock"
+RUN_FILES = (CKPT_DIR, "final", "log.jsonl")  # what --overwrite deletes (the token cache stays)
+
+
+def flat_items(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"data.mixture.asr": 0.5, ...}`` of nested config data (lists compared whole)."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        out.update(flat_items(v, f"{prefix}{k}." if isinstance(v, dict) else f"{prefix}{k}"))
+    return out
+
+
+def config_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The dotted keys (outside :data:`RESUMABLE_KEYS`) whose values differ, ``key (a -> b)``."""
+    a, b = flat_items(saved), flat_items(json.loads(json.dumps(now)))
+    keys = sorted(k for k in set(a) | set(b) if k.split(".")[0] not in RESUMABLE_KEYS)
+    return [f"{k} ({a.get(k)!r} -> {b.get(k)!r})" for k in keys if a.get(k) != b.get(k)]
+
+
+def check_existing_run(cfg: TrainConfig, main_process: bool) -> list[str]:
+    """Decide what an existing run in ``cfg.out`` means: refuse, clear (``overwrite``, main process
+    only), or resume; returns the changed keys a forced ``resume`` accepts."""
+    ckpt = checkpoints.latest(cfg.out)
+    if ckpt is None:
+        return []
+    if cfg.overwrite:
+        if main_process:
+            for name in RUN_FILES:
+                p = Path(cfg.out) / name
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        return []
+    if cfg.resume is False:
+        raise ValueError(
+            f"{cfg.out}: holds a run (checkpoint {ckpt.name}); --overwrite to start afresh "
+            "or --resume to go on"
+        )
+    saved = json.loads((ckpt / TRAINER_FILE).read_text()).get("config", {})
+    changed = config_changes(saved, asdict(cfg))
+    if changed and cfg.resume is None:
+        raise ValueError(
+            f"{cfg.out}: this config differs from its checkpoint {ckpt.name} in "
+            f"{'; '.join(changed)}; --resume to go on with this config, --overwrite to start afresh"
+        )
+    return changed
+
+
 def setup(cfg: TrainConfig) -> Run:
     """Accelerator, data, model, optimizer and schedule, prepared; resumed where a checkpoint is."""
     from accelerate.utils import set_seed
@@ -525,6 +591,7 @@ def setup(cfg: TrainConfig) -> Run:
     cfg.validate()
     acc = make_accelerator(cfg)
     check_sharding(acc)
+    changed = check_existing_run(cfg, acc.is_main_process)
     set_seed(cfg.seed)
     bundle = load_bundle(cfg.bundle)
     data, ev_docs = build_data(cfg, bundle, acc)
@@ -557,6 +624,8 @@ def setup(cfg: TrainConfig) -> Run:
     log.say(f"attention: {attention.DESCRIPTIONS[path]}; {acc.num_processes} process(es)")
     if run.resumed_from:
         log.say(f"resumed from {run.resumed_from} (step {run.start})")
+        if changed:
+            log.say(f"resumed with changed settings: {'; '.join(changed)}")
     return run
 
 
@@ -717,7 +786,19 @@ def cleanup(run: Run, done: int) -> dict[str, Any]:
 
 
 def run_train(cfg: TrainConfig) -> dict[str, Any]:
-    """`tokunify train`: setup -> train -> cleanup."""
+    """`tokunify train`: setup -> train -> cleanup, holding ``OUT/train.lock``.
+
+    One run per ``out``: the main process (global rank 0 of a launch; the other ranks are its
+    own run) holds an exclusive lock, so a second ``train`` on the same ``out`` fails at once.
+    """
+    cfg.validate()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _run(cfg)
+    with exclusive_lock(Path(cfg.out) / LOCK_FILE, "train"):
+        return _run(cfg)
+
+
+def _run(cfg: TrainConfig) -> dict[str, Any]:
     run = setup(cfg)
     done = train(run)
     return cleanup(run, done)

@@ -82,7 +82,10 @@ class SSLTrainConfig:
     """Units tokenizer config (YAML/JSON) whose frame-level units are the targets: MFCC k-means
     (iteration 1) or ssl_units k-means on a previous iteration's layer (iteration 2)."""
     out: str
-    """Output directory: encoder/ (HubertModel + ssl_head.safetensors), log.jsonl, checkpoints/."""
+    """Output directory: encoder/ (HubertModel + ssl_head.safetensors), log.jsonl, checkpoints/; a
+    run with a checkpoint there resumes, another non-empty directory is refused (see overwrite)."""
+    overwrite: bool = False
+    """Delete an earlier run in out (checkpoints/, encoder/, log.jsonl, targets cache, rejects)."""
     model: str = "tiny"
     """A preset (tiny, base), a YAML/JSON file of HubertConfig fields, or a HubertModel directory to
     continue from."""
@@ -493,6 +496,7 @@ def run_train_ssl(cfg: SSLTrainConfig) -> dict[str, Any]:
         gradient_accumulation_steps=cfg.grad_accum,
     )
     if acc.is_main_process:
+        checkpoints.prepare_out(out, cfg.overwrite, (ENCODER_DIR, "log.jsonl", "targets.npz", "rejects.jsonl"))  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
     acc.wait_for_everyone()
     set_seed(cfg.seed)

@@ -100,7 +100,7 @@ def run_ssl_units(cfg: SSLUnitsConfig) -> Path:
         atomic_write_text(out / f"{name}.yaml", yaml.safe_dump(tok_cfg, sort_keys=False))
         run(name, ["train-kmeans", cfg.manifest, "--tokenizer", str(out / f"{name}.yaml"), "--k", str(k),
                    "--out", str(out / name), "--max-utterances", str(cfg.kmeans_utterances),
-                   "--seed", str(cfg.seed), "--device", cfg.device])  # fmt: skip
+                   "--seed", str(cfg.seed), "--device", cfg.device, "--overwrite"])  # fmt: skip
         return out / name / "tokenizer.yaml"
 
     targets = kmeans("km0", {"kind": "mel_units", "features": cfg.mfcc, "dedup": True}, cfg.k0)

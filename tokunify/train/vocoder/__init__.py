@@ -76,6 +76,9 @@ def run_train_vocoder(cfg: VocoderTrainConfig) -> dict[str, Any]:
     acc = Accelerator(cpu=cfg.cpu)
     set_seed(cfg.seed)
     out = Path(cfg.out)
+    if acc.is_main_process:
+        checkpoints.prepare_out(out, cfg.overwrite, ("vocoder", "log.jsonl"))
+    acc.wait_for_everyone()
     store = TokenStore(cfg.store)
     sample_rate = stream_sample_rate(store, cfg.stream)
     info = store.meta.streams[cfg.stream]

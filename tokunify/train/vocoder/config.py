@@ -54,4 +54,6 @@ class VocoderTrainConfig:
     cpu: bool = False
     """Force CPU."""
     resume: bool = True
-    """Resume from the newest checkpoint."""
+    """Resume from the newest checkpoint in out (a non-empty out without one is refused)."""
+    overwrite: bool = False
+    """Delete an earlier run in out (checkpoints/, vocoder/, log.jsonl) and start afresh."""
