@@ -117,7 +117,9 @@ def test_a_flood_beyond_max_queue_gets_429_with_retry_after_and_every_accepted_r
         err = busy[0].json()["error"]
         assert err["type"] == "rate_limit_error" and "--max-queue 3" in err["message"]
         done = [r for r in rs if r.status_code == 200]
-        assert len(done) >= 3 and all(r.content[:4] == b"RIFF" and len(r.content) > 44 for r in done)
+        assert len(done) >= 3 and all(
+            r.content[:4] == b"RIFF" and len(r.content) > 44 for r in done
+        )
         h = httpx.get(f"{s.url}/health").json()
         assert h["refused"]["queue_full"] == len(busy)
         assert h["queue"] == {"depth": 0, "in_flight": 0, "max_queue": 3}
@@ -146,7 +148,9 @@ def test_max_streams_holds_with_streaming_clients(serve_with):
             assert b.status_code == 429 and int(b.headers["retry-after"]) >= 1
             assert "--max-streams 1" in b.json()["error"]["message"]
             # a batched request still has room in --max-queue
-            ok = httpx.post(f"{s.url}/v1/audio/speech", json={**TTS, "max_new_tokens": 5}, timeout=60)
+            ok = httpx.post(
+                f"{s.url}/v1/audio/speech", json={**TTS, "max_new_tokens": 5}, timeout=60
+            )
             assert ok.status_code == 200
         _wait_for(lambda: health()["streams"]["active"] == 0, "the stream slot came back")
         assert health()["refused"]["streams_full"] == 1
@@ -164,7 +168,9 @@ def test_streams_share_the_queue_budget(serve_with):
             a_chunks, b_chunks = a.iter_raw(), b.iter_raw()  # kept: a dropped one hangs up
             next(a_chunks), next(b_chunks)
             assert httpx.get(f"{s.url}/health").json()["streams"]["active"] == 2
-            full = httpx.post(f"{s.url}/v1/audio/speech", json={**TTS, "max_new_tokens": 5}, timeout=60)
+            full = httpx.post(
+                f"{s.url}/v1/audio/speech", json={**TTS, "max_new_tokens": 5}, timeout=60
+            )
             assert full.status_code == 429 and "--max-queue 2" in full.json()["error"]["message"]
         _wait_for(lambda: httpx.get(f"{s.url}/health").json()["queue"]["in_flight"] == 0, "slots came back")  # fmt: skip
         ok = httpx.post(f"{s.url}/v1/audio/speech", json={**TTS, "max_new_tokens": 5}, timeout=60)

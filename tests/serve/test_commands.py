@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -83,3 +85,71 @@ def test_workers_build_their_app_from_the_environment(voc_bundle, monkeypatch):
     engine = app_from_env().state.engine
     assert engine.model_name == "w" and engine.batcher.max_batch == 3
     assert engine.limits.max_input_chars == 77
+
+
+def _start_serve(bundle: Path, *options: str) -> tuple[subprocess.Popen, str]:
+    """`tokunify serve bundle` on a free loopback port, once /health answers."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    cmd = [sys.executable, "-m", "tokunify", "serve", str(bundle), "--port", str(port), *options]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    while True:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        try:
+            httpx.get(f"{url}/health", timeout=2)
+            return proc, url
+        except httpx.TransportError:
+            assert time.monotonic() - t0 < 90, "server did not come up"
+            time.sleep(0.2)
+
+
+def _sigterm_during_a_batch(bundle: Path, drain: str, new_tokens: int) -> tuple[int, object, str]:
+    """Send a long TTS request, SIGTERM once its batch decodes; -> (exit code, response or the
+    client's exception, the server's output)."""
+    proc, url = _start_serve(bundle, "--drain-seconds", drain, "--max-new-tokens", "4000")
+    got: list[object] = []
+    body = {"model": bundle.name, "input": "the red cat", "temperature": 0,
+            "max_new_tokens": new_tokens, "min_new_tokens": new_tokens}  # fmt: skip
+
+    def send() -> None:
+        try:
+            got.append(httpx.post(f"{url}/v1/audio/speech", json=body, timeout=120))
+        except httpx.HTTPError as e:
+            got.append(e)
+
+    client = threading.Thread(target=send)
+    try:
+        client.start()
+        t0 = time.monotonic()
+        while httpx.get(f"{url}/health", timeout=5).json()["batching"]["batches"] < 1:
+            assert time.monotonic() - t0 < 60, "the request never reached a batch"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(120)
+        client.join(60)
+        out = proc.stdout.read() if proc.stdout else ""
+        return code, got[0], out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.slow  # two fresh interpreters import torch + transformers
+def test_sigterm_drains_in_flight_requests_and_exits_0(voc_bundle):
+    code, r, out = _sigterm_during_a_batch(voc_bundle, "60", 600)
+    assert code == 0, out
+    assert isinstance(r, httpx.Response) and r.status_code == 200 and r.content[:4] == b"RIFF", (r, out)  # fmt: skip
+    assert "Shutting down" in out and "Finished server process" in out
+
+
+@pytest.mark.slow
+def test_sigterm_cancels_what_outlasts_the_drain_and_exits_0(voc_bundle):
+    t0 = time.monotonic()
+    code, r, out = _sigterm_during_a_batch(voc_bundle, "0.5", 4000)
+    assert code == 0, out
+    assert isinstance(r, httpx.Response) and r.status_code == 503, (r, out)
+    assert r.json()["error"]["message"] == "the server is shutting down; retry the request"
+    assert "timeout graceful shutdown exceeded" in out
+    assert time.monotonic() - t0 < 120

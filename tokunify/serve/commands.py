@@ -32,9 +32,7 @@ def build_app(args: ServeArgs, engine_class: Any = None):  # type: ignore[no-unt
     from tokunify.serve.batcher import Batcher
     from tokunify.serve.engine import Engine
 
-    if args.max_batch < 1 or args.batch_wait_ms < 0:
-        raise ValueError(f"--max-batch must be >= 1 and --batch-wait-ms >= 0, got {args.max_batch}, {args.batch_wait_ms}")  # fmt: skip
-    capacity = args.capacity()
+    capacity = args.capacity()  # checks --max-batch, --max-queue, ...
     gen = Generator(args.bundle, device=args.device)
     batcher = Batcher(
         gen.generate_ids,

@@ -131,6 +131,8 @@ class ServeArgs:
 
     def capacity(self) -> Capacity:
         """The admission limits; ValueError naming the option when one is out of range."""
+        if self.max_batch < 1 or self.batch_wait_ms < 0:
+            raise ValueError(f"--max-batch must be >= 1 and --batch-wait-ms >= 0, got {self.max_batch}, {self.batch_wait_ms}")  # fmt: skip
         cap = Capacity(
             max_queue=self.max_queue if self.max_queue is not None else 4 * self.max_batch,
             max_streams=self.max_streams,

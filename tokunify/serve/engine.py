@@ -340,10 +340,13 @@ class Engine:
         try:
             ids, hit = await fut
         except asyncio.CancelledError:
-            if watch is None or not fut.cancelled():
-                raise  # the server is shutting down
-            # the client left; nobody reads this answer (nginx's 499 "client closed request")
-            raise RequestError("client closed the request", status=499) from None
+            if watch is not None and watch.done() and not watch.cancelled() and watch.result():
+                # the client left; nobody reads this answer (nginx's 499 "client closed request")
+                raise RequestError("client closed the request", status=499) from None
+            # the server stops and its drain time is over: say so while the connection is open
+            raise RequestError(
+                "the server is shutting down; retry the request", status=503
+            ) from None
         finally:
             if watch is not None:
                 watch.cancel()
@@ -411,10 +414,11 @@ def _sf_reason(e: Exception) -> str:
 
 async def _cancel_on_disconnect(
     fut: asyncio.Future, is_disconnected: Callable[[], Awaitable[bool]]
-) -> None:
-    """Cancel ``fut`` when the client goes away before it resolves."""
+) -> bool:
+    """Cancel ``fut`` when the client goes away before it resolves; True if it did."""
     while not fut.done():
         if await is_disconnected():
             fut.cancel()
-            return
+            return True
         await asyncio.sleep(0.05)
+    return False
