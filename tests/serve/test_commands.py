@@ -105,11 +105,12 @@ def _start_serve(bundle: Path, *options: str) -> tuple[subprocess.Popen, str]:
             time.sleep(0.2)
 
 
-def _sigterm_during_a_batch(bundle: Path, drain: str, new_tokens: int) -> tuple[int, object, str]:
-    """Send a long TTS request, SIGTERM once its batch decodes; -> (exit code, response or the
-    client's exception, the server's output)."""
+def _sigterm_during_a_batch(bundle: Path, drain: str, new_tokens: int) -> tuple[int, object, tuple[int, object], str]:  # fmt: skip
+    """Send a long TTS request and a long streamed one, SIGTERM once both run; -> (exit code, the
+    response or the client's exception, (streamed bytes, None or how the stream broke), output)."""
     proc, url = _start_serve(bundle, "--drain-seconds", drain, "--max-new-tokens", "4000")
     got: list[object] = []
+    streamed: list[tuple[int, object]] = []
     body = {"model": bundle.name, "input": "the red cat", "temperature": 0,
             "max_new_tokens": new_tokens, "min_new_tokens": new_tokens}  # fmt: skip
 
@@ -119,18 +120,33 @@ def _sigterm_during_a_batch(bundle: Path, drain: str, new_tokens: int) -> tuple[
         except httpx.HTTPError as e:
             got.append(e)
 
-    client = threading.Thread(target=send)
+    def stream() -> None:
+        n = 0
+        try:
+            with httpx.stream("POST", f"{url}/v1/audio/speech", json={**body, "stream": True}, timeout=120) as r:  # fmt: skip
+                for chunk in r.iter_raw():
+                    n += len(chunk)
+            streamed.append((n, None))
+        except httpx.HTTPError as e:
+            streamed.append((n, e))
+
+    clients = [threading.Thread(target=send), threading.Thread(target=stream)]
     try:
-        client.start()
+        for c in clients:
+            c.start()
         t0 = time.monotonic()
-        while httpx.get(f"{url}/health", timeout=5).json()["batching"]["batches"] < 1:
-            assert time.monotonic() - t0 < 60, "the request never reached a batch"
+        while True:
+            h = httpx.get(f"{url}/health", timeout=5).json()
+            if h["batching"]["batches"] >= 1 and h["streams"]["active"] == 1:
+                break
+            assert time.monotonic() - t0 < 60, "the requests never started"
             time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(120)
-        client.join(60)
+        for c in clients:
+            c.join(60)
         out = proc.stdout.read() if proc.stdout else ""
-        return code, got[0], out
+        return code, got[0], streamed[0], out
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -138,18 +154,20 @@ def _sigterm_during_a_batch(bundle: Path, drain: str, new_tokens: int) -> tuple[
 
 @pytest.mark.slow  # two fresh interpreters import torch + transformers
 def test_sigterm_drains_in_flight_requests_and_exits_0(voc_bundle):
-    code, r, out = _sigterm_during_a_batch(voc_bundle, "60", 600)
+    code, r, (n, broke), out = _sigterm_during_a_batch(voc_bundle, "60", 600)
     assert code == 0, out
     assert isinstance(r, httpx.Response) and r.status_code == 200 and r.content[:4] == b"RIFF", (r, out)  # fmt: skip
+    assert broke is None and n > 44  # the stream ran to its end
     assert "Shutting down" in out and "Finished server process" in out
 
 
 @pytest.mark.slow
 def test_sigterm_cancels_what_outlasts_the_drain_and_exits_0(voc_bundle):
     t0 = time.monotonic()
-    code, r, out = _sigterm_during_a_batch(voc_bundle, "0.5", 4000)
+    code, r, (n, broke), out = _sigterm_during_a_batch(voc_bundle, "0.5", 4000)
     assert code == 0, out
     assert isinstance(r, httpx.Response) and r.status_code == 503, (r, out)
     assert r.json()["error"]["message"] == "the server is shutting down; retry the request"
+    assert isinstance(broke, httpx.RemoteProtocolError) and n > 44, (n, broke)  # cut off
     assert "timeout graceful shutdown exceeded" in out
     assert time.monotonic() - t0 < 120
