@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,6 +46,20 @@ class ThreadServer:
     @property
     def engine(self):  # type: ignore[no-untyped-def]
         return self.app.state.engine
+
+
+@contextmanager
+def serving(bundle: Path, engine_class: Any = None, **options: Any) -> Iterator[ThreadServer]:
+    """The tiny bundle served with the test LIMITS and ``options`` (ServeArgs fields)."""
+    args = ServeArgs(str(bundle), model_name="tiny", **{**LIMITS, **options})
+    with ThreadServer(build_app(args, engine_class)) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def serve_with(voc_bundle):  # type: ignore[no-untyped-def]
+    """``with serve_with(max_queue=2) as s:`` the tiny vocoder bundle with other options."""
+    return lambda engine_class=None, **options: serving(voc_bundle, engine_class, **options)
 
 
 @pytest.fixture(scope="session")

@@ -96,3 +96,37 @@ def test_page_speaks_transcribes_records_and_chats(server, browser, wav_file, tm
     assert replies[-1].find_elements(By.TAG_NAME, "audio")
     if os.environ.get("TOKUNIFY_SCREENSHOT"):
         d.save_screenshot(os.environ["TOKUNIFY_SCREENSHOT"])
+
+
+def test_page_asks_for_the_api_key_once_and_keeps_it_in_the_tab(serve_with, browser):
+    d = browser
+    with serve_with(api_key="page-key-7") as s:
+        d.get(s.url + "/")
+        _wait(d, "return document.body.dataset.ready === '1'")
+        assert d.find_element(By.ID, "key-box").is_displayed()
+        d.find_element(By.ID, "api-key").send_keys("page-key-7")
+        d.find_element(By.ID, "key-save").click()
+        assert not d.find_element(By.ID, "key-box").is_displayed()
+        assert d.execute_script("return sessionStorage.getItem('tokunify-api-key')") == "page-key-7"
+
+        def speak() -> str:
+            d.execute_script("document.getElementById('tts-audio').removeAttribute('data-bytes'); document.getElementById('tts-info').textContent = ''")  # fmt: skip
+            d.find_element(By.ID, "tts-text").clear()
+            d.find_element(By.ID, "tts-text").send_keys("the cat")
+            d.find_element(By.ID, "tts-go").click()
+            _wait(d, "const i = document.getElementById('tts-info'); return i.textContent !== '' && !i.textContent.startsWith('synth')")  # fmt: skip
+            return d.find_element(By.ID, "tts-info").get_attribute("class") or ""
+
+        assert "err" not in speak()
+        assert int(d.find_element(By.ID, "tts-audio").get_attribute("data-bytes")) > 44
+        # a reload in the same tab keeps the key: no question, requests still pass
+        d.refresh()
+        _wait(d, "return document.body.dataset.ready === '1'")
+        assert not d.find_element(By.ID, "key-box").is_displayed()
+        assert "err" not in speak()
+        # a wrong key is refused (401) and asked again
+        d.execute_script("sessionStorage.setItem('tokunify-api-key', 'wrong')")
+        assert "err" in speak()
+        assert "wrong API key" in d.find_element(By.ID, "tts-info").text
+        assert d.find_element(By.ID, "key-box").is_displayed()
+        assert d.execute_script("return sessionStorage.getItem('tokunify-api-key')") is None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -83,3 +85,89 @@ def test_workers_build_their_app_from_the_environment(voc_bundle, monkeypatch):
     engine = app_from_env().state.engine
     assert engine.model_name == "w" and engine.batcher.max_batch == 3
     assert engine.limits.max_input_chars == 77
+
+
+def _start_serve(bundle: Path, *options: str) -> tuple[subprocess.Popen, str]:
+    """`tokunify serve bundle` on a free loopback port, once /health answers."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    cmd = [sys.executable, "-m", "tokunify", "serve", str(bundle), "--port", str(port), *options]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    while True:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        try:
+            httpx.get(f"{url}/health", timeout=2)
+            return proc, url
+        except httpx.TransportError:
+            assert time.monotonic() - t0 < 90, "server did not come up"
+            time.sleep(0.2)
+
+
+def _sigterm_during_a_batch(bundle: Path, drain: str, new_tokens: int) -> tuple[int, object, tuple[int, object], str]:  # fmt: skip
+    """Send a long TTS request and a long streamed one, SIGTERM once both run; -> (exit code, the
+    response or the client's exception, (streamed bytes, None or how the stream broke), output)."""
+    proc, url = _start_serve(bundle, "--drain-seconds", drain, "--max-new-tokens", "4000")
+    got: list[object] = []
+    streamed: list[tuple[int, object]] = []
+    body = {"model": bundle.name, "input": "the red cat", "temperature": 0,
+            "max_new_tokens": new_tokens, "min_new_tokens": new_tokens}  # fmt: skip
+
+    def send() -> None:
+        try:
+            got.append(httpx.post(f"{url}/v1/audio/speech", json=body, timeout=120))
+        except httpx.HTTPError as e:
+            got.append(e)
+
+    def stream() -> None:
+        n = 0
+        try:
+            with httpx.stream("POST", f"{url}/v1/audio/speech", json={**body, "stream": True}, timeout=120) as r:  # fmt: skip
+                for chunk in r.iter_raw():
+                    n += len(chunk)
+            streamed.append((n, None))
+        except httpx.HTTPError as e:
+            streamed.append((n, e))
+
+    clients = [threading.Thread(target=send), threading.Thread(target=stream)]
+    try:
+        for c in clients:
+            c.start()
+        t0 = time.monotonic()
+        while True:
+            h = httpx.get(f"{url}/health", timeout=5).json()
+            if h["batching"]["batches"] >= 1 and h["streams"]["active"] == 1:
+                break
+            assert time.monotonic() - t0 < 60, "the requests never started"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(120)
+        for c in clients:
+            c.join(60)
+        out = proc.stdout.read() if proc.stdout else ""
+        return code, got[0], streamed[0], out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.slow  # two fresh interpreters import torch + transformers
+def test_sigterm_drains_in_flight_requests_and_exits_0(voc_bundle):
+    code, r, (n, broke), out = _sigterm_during_a_batch(voc_bundle, "60", 600)
+    assert code == 0, out
+    assert isinstance(r, httpx.Response) and r.status_code == 200 and r.content[:4] == b"RIFF", (r, out)  # fmt: skip
+    assert broke is None and n > 44  # the stream ran to its end
+    assert "Shutting down" in out and "Finished server process" in out
+
+
+@pytest.mark.slow
+def test_sigterm_cancels_what_outlasts_the_drain_and_exits_0(voc_bundle):
+    t0 = time.monotonic()
+    code, r, (n, broke), out = _sigterm_during_a_batch(voc_bundle, "0.5", 4000)
+    assert code == 0, out
+    assert isinstance(r, httpx.Response) and r.status_code == 503, (r, out)
+    assert r.json()["error"]["message"] == "the server is shutting down; retry the request"
+    assert isinstance(broke, httpx.RemoteProtocolError) and n > 44, (n, broke)  # cut off
+    assert "timeout graceful shutdown exceeded" in out
+    assert time.monotonic() - t0 < 120

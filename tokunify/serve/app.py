@@ -3,15 +3,23 @@
 Errors use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, with a message that
 names the field or file and the reason. Bodies are read and validated here (not by FastAPI's
 signature magic) so that a wrong content type, malformed JSON or a bad field each get their own
-4xx and message.
+4xx and message. A 5xx says only "internal error" and a request id; the server log has the
+traceback under the same id.
+
+Access (outermost first): the Host header (:class:`_HostCheck`), CORS preflights
+(Starlette's ``CORSMiddleware``), then on ``/v1/*`` the origin and the API key
+(:class:`_ApiGuard`), then the body size (:class:`_BodyLimit`).
 """
 
 from __future__ import annotations
 
 import base64
+import hmac
 import json
+import logging
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -24,13 +32,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokunify.serve import audio_out
+from tokunify.serve.admission import Busy, Ticket
+from tokunify.serve.config import Access, is_loopback
 from tokunify.serve.engine import Engine, RequestError, Sampling, TaskIO
+
+log = logging.getLogger("tokunify.serve")
 
 
 # ---- request bodies ----------------------------------------------------------------------------
@@ -114,12 +127,132 @@ class ChatRequest(_Sampled):
 
 
 # ---- errors --------------------------------------------------------------------------------------
-def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
-    kind = "invalid_request_error" if status < 500 else "server_error"
+ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+
+
+def _error(
+    status: int, message: str, param: str | None = None, headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:  # fmt: skip
+    kind = ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
     return JSONResponse(
-        {"error": {"message": message, "type": kind, "param": param, "code": status}},
+        {"error": {"message": message, "type": kind, "param": param, "code": status, **extra}},
         status_code=status,
+        headers=headers,
     )
+
+
+def _internal_error(method: str, path: str, e: BaseException) -> JSONResponse:
+    """A generic 500 with a request id; the traceback goes to the log under the same id."""
+    rid = uuid.uuid4().hex[:16]
+    log.error("request %s: %s %s failed", rid, method, path, exc_info=e)
+    return _error(500, f"internal error (request id {rid}); the server log has the details",
+                  headers={"X-Request-Id": rid}, request_id=rid)  # fmt: skip
+
+
+class _InternalErrors:
+    """Any exception no handler knows -> :func:`_internal_error` (not re-raised: logged once)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(msg: Message) -> None:
+            nonlocal started
+            started = started or msg["type"] == "http.response.start"
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as e:
+            if started:  # a stream broke mid-way: the status is sent; log it, close the response
+                log.error("%s %s failed while streaming", scope["method"], scope["path"], exc_info=e)  # fmt: skip
+                return
+            await _internal_error(scope["method"], scope["path"], e)(scope, receive, send)
+
+
+def _host_matches(host: str, patterns: tuple[str, ...]) -> bool:
+    return any(p == "*" or host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in patterns)  # fmt: skip
+
+
+def _split_host(value: str) -> str:
+    """``example.com:8000`` -> ``example.com``; ``[::1]:8000`` -> ``::1``."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class _HostCheck:
+    """400 unless the Host header is a loopback name (localhost, 127.x, [::1]) or an allowed one.
+
+    Starlette's ``TrustedHostMiddleware`` matches names and ``*.domain`` only, not 127.0.0.0/8,
+    and answers in plain text; this one answers in OpenAI's error shape.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: tuple[str, ...]):
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            raw = Headers(scope=scope).get("host", "")
+            host = _split_host(raw)
+            if not (host and (is_loopback(host) or _host_matches(host, self.allowed))):
+                extra = f", {', '.join(self.allowed)}" if self.allowed else ""
+                msg = f"Host header {raw!r} is not allowed; this server answers localhost, 127.0.0.1, [::1]{extra} (--allowed-hosts adds names)"  # fmt: skip
+                await _error(400, msg, param="Host")(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class _ApiGuard:
+    """On ``/v1/*``: 403 for a browser request from another site unless ``--cors-origin`` names it
+    (a cross-site form POST needs no preflight), then 401 without the right API key."""
+
+    def __init__(self, app: ASGIApp, access: Access):
+        self.app, self.access = app, access
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        h = Headers(scope=scope)
+        refused = self._foreign_origin(h)
+        if refused:
+            await _error(403, refused, param="Origin")(scope, receive, send)
+            return
+        key = self.access.api_key
+        if key is not None:
+            auth = h.get("authorization", "")
+            scheme, _, given = auth.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), key.encode()
+            ):
+                why = "wrong API key" if auth else "missing API key"
+                msg = f"{why}: send the header 'Authorization: Bearer KEY' (the server's --api-key)"
+                await _error(401, msg, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _foreign_origin(self, h: Headers) -> str | None:
+        """Why a request comes from a site that may not call the API, or None."""
+        allowed = self.access.cors_origins
+        origin = h.get("origin")
+        if origin is not None:
+            if "*" in allowed or origin.rstrip("/") in allowed:
+                return None
+            if urllib.parse.urlsplit(origin).netloc.lower() == h.get("host", "").lower():
+                return None  # the page this server serves
+            return f"cross-origin request from {origin!r} refused (--cors-origin allows an origin)"
+        site = h.get("sec-fetch-site")
+        if site in ("cross-site", "same-site"):
+            return f"{site} browser request refused (--cors-origin allows an origin)"
+        return None
 
 
 def _validation_message(e: ValidationError | RequestValidationError, where: str) -> str:
@@ -181,7 +314,10 @@ class _BodyLimit:
 
 
 # ---- the app -------------------------------------------------------------------------------------
-def create_app(engine: Engine) -> FastAPI:
+def create_app(engine: Engine, access: Access | None = None) -> FastAPI:
+    """The app around ``engine``; ``access`` (default: anyone, any Host, no cross-origin)."""
+    access = access or Access()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.start()
@@ -190,11 +326,28 @@ def create_app(engine: Engine) -> FastAPI:
 
     app = FastAPI(title="tokunify", lifespan=lifespan)
     app.state.engine = engine
+    app.state.access = access
+    # added innermost first: the last one added sees a request first
+    app.add_middleware(_InternalErrors)
     app.add_middleware(_BodyLimit, max_bytes=engine.limits.max_upload_bytes)
+    app.add_middleware(_ApiGuard, access=access)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(access.cors_origins),
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type"],
+        expose_headers=["X-Sample-Rate", "X-Hit-Limit", "X-Request-Id", "Retry-After"],
+    )
+    if access.allowed_hosts is not None:
+        app.add_middleware(_HostCheck, allowed=access.allowed_hosts)
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, e: RequestError) -> JSONResponse:
         return _error(e.status, str(e), e.param)
+
+    @app.exception_handler(Busy)
+    async def _busy(request: Request, e: Busy) -> JSONResponse:
+        return _error(429, str(e), headers={"Retry-After": str(e.retry_after)})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, e: RequestValidationError) -> JSONResponse:
@@ -205,8 +358,8 @@ def create_app(engine: Engine) -> FastAPI:
         return _error(e.status_code, f"{request.method} {request.url.path}: {e.detail}")
 
     @app.exception_handler(Exception)
-    async def _internal(request: Request, e: Exception) -> JSONResponse:  # logged by uvicorn too
-        return _error(500, f"{request.url.path}: internal error ({type(e).__name__}: {e})")
+    async def _internal(request: Request, e: Exception) -> JSONResponse:  # an outer middleware's
+        return _internal_error(request.method, request.url.path, e)
 
     def check_model(name: str) -> None:
         if name != engine.model_name:
@@ -224,14 +377,18 @@ def create_app(engine: Engine) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        s = engine.batcher.stats
+        s, a = engine.batcher.stats, engine.admission
         return {
             "status": "ok",
             "model": engine.model_name,
             "tasks": engine.tasks,
             "speech_output": engine.has_speech_out,
+            "api_key_required": access.api_key is not None,
             "batching": {"max_batch": engine.batcher.max_batch, "batches": s.batches, "rows": s.rows,
                          "largest_batch": s.largest_batch, "cancelled": s.cancelled + s.cancelled_before_decode},
+            "queue": {"depth": engine.batcher.depth, "in_flight": a.in_flight, "max_queue": a.max_queue},
+            "streams": {"active": a.streams, "max_streams": a.max_streams},
+            "refused": {"queue_full": a.refused_queue, "streams_full": a.refused_streams},
         }  # fmt: skip
 
     @app.get("/v1/models")
@@ -271,10 +428,11 @@ def create_app(engine: Engine) -> FastAPI:
                 param="response_format",
             )
         task = engine.check_task(req.task or "asr", TaskIO("audio", "text"))
+        sampling = engine.check_sampling(req.sampling())
         name = upload.filename or "file"
-        wav, sr = engine.decode_upload(await upload.read(), name)  # [C, N]
-        out = await engine.run(task, wav, engine.check_sampling(req.sampling()), sr,
-                               is_disconnected=request.is_disconnected)  # fmt: skip
+        with engine.admission.hold():
+            wav, sr = await engine.cpu(engine.read_audio, await upload.read(), name)  # [1, N]
+            out = await engine.run(task, wav, sampling, sr, is_disconnected=request.is_disconnected)  # fmt: skip
         text = out.text or ""
         if fmt == "text":
             return PlainTextResponse(text)
@@ -311,9 +469,10 @@ def create_app(engine: Engine) -> FastAPI:
         headers = {"X-Sample-Rate": str(engine.gen.sample_rate)}
         if req.stream or req.stream_format == "audio":
             return await _stream_speech(engine, text, sampling, fmt, headers)
-        out = await engine.run(task, text, sampling, is_disconnected=request.is_disconnected)
-        assert out.audio is not None and out.sample_rate is not None
-        data = await run_in_threadpool(audio_out.ENCODERS[fmt], out.audio, out.sample_rate)
+        with engine.admission.hold():
+            out = await engine.run(task, text, sampling, is_disconnected=request.is_disconnected)
+            assert out.audio is not None and out.sample_rate is not None
+            data = await engine.cpu(audio_out.ENCODERS[fmt], out.audio, out.sample_rate)
         headers["X-Hit-Limit"] = str(out.hit_limit).lower()
         return Response(data, media_type=audio_out.MEDIA_TYPES[fmt], headers=headers)
 
@@ -329,7 +488,7 @@ def create_app(engine: Engine) -> FastAPI:
         if not users:
             raise RequestError("messages: no user message to answer", param="messages")
         # the last user turn is answered; whole conversations come with the chat task (not landed yet)
-        text, audio = _content(req.messages[users[-1]], users[-1])
+        text, audio = _content(engine, req.messages[users[-1]], users[-1])
         out_mod = "audio" if "audio" in (req.modalities or ["text"]) else "text"
         afmt = (req.audio.format if req.audio else "wav").replace("pcm16", "pcm")
         if out_mod == "audio" and afmt not in audio_out.ENCODERS:
@@ -341,16 +500,20 @@ def create_app(engine: Engine) -> FastAPI:
         s = req.sampling()
         s.max_new_tokens = s.max_new_tokens or req.max_completion_tokens or req.max_tokens
         s = engine.check_sampling(s)
-        if audio is not None:
-            wav, sr = engine.decode_upload(audio, "input_audio")
-            out = await engine.run(task, wav, s, sr, is_disconnected=request.is_disconnected)
-        else:
-            out = await engine.run(task, engine.check_text(text, "messages content"), s,
-                                   is_disconnected=request.is_disconnected)  # fmt: skip
+        if audio is None:
+            text = engine.check_text(text, "messages content")
+        with engine.admission.hold():
+            if audio is not None:
+                wav, sr = await engine.cpu(engine.read_audio, audio[1], audio[0], audio[0])
+                out = await engine.run(task, wav, s, sr, is_disconnected=request.is_disconnected)
+            else:
+                out = await engine.run(task, text, s, is_disconnected=request.is_disconnected)
+            transcript, data = "", b""
+            if out.audio is not None and out.sample_rate is not None:
+                transcript = await _transcript(engine, out.units)
+                data = await engine.cpu(audio_out.ENCODERS[afmt], out.audio, out.sample_rate)
         message: dict[str, Any] = {"role": "assistant", "content": out.text, "refusal": None}
         if out.audio is not None and out.sample_rate is not None:
-            transcript = await _transcript(engine, out.units)
-            data = await run_in_threadpool(audio_out.ENCODERS[afmt], out.audio, out.sample_rate)
             message["audio"] = {
                 "id": f"audio_{uuid.uuid4().hex}", "data": base64.b64encode(data).decode(),
                 "expires_at": int(time.time()) + 3600, "transcript": transcript,
@@ -368,8 +531,8 @@ def create_app(engine: Engine) -> FastAPI:
     return app
 
 
-def _content(msg: ChatMessage, index: int) -> tuple[str, bytes | None]:
-    """A user message -> (its text, its last audio part's bytes or None)."""
+def _content(engine: Engine, msg: ChatMessage, index: int) -> tuple[str, tuple[str, bytes] | None]:
+    """A user message -> (its text, its last audio part as (where, bytes), or None)."""
     if isinstance(msg.content, str):
         return msg.content, None
     texts, audio = [], None
@@ -382,12 +545,7 @@ def _content(msg: ChatMessage, index: int) -> tuple[str, bytes | None]:
         else:
             if part.input_audio is None:
                 raise RequestError(f"{where}: an input_audio part needs 'input_audio'", param=where)
-            try:
-                audio = base64.b64decode(part.input_audio.data, validate=True)
-            except ValueError as e:
-                raise RequestError(
-                    f"{where}.input_audio.data: not base64 ({e})", param=where
-                ) from e
+            audio = (f"{where}.input_audio", engine.decode_base64(part.input_audio.data, where))
     return " ".join(texts), audio
 
 
@@ -402,13 +560,24 @@ async def _transcript(engine: Engine, units: np.ndarray | None) -> str:
 async def _stream_speech(
     engine: Engine, text: str, sampling: Sampling, fmt: str, headers: dict[str, str]
 ) -> Response:
-    """Chunks of audio as the LM generates them: a WAV header first (``wav``) or bare PCM."""
-    chunks, stop = engine.stream_tts(text, sampling)
+    """Chunks of audio as the LM generates them: a WAV header first (``wav``) or bare PCM.
+
+    The stream holds an admission ticket (a stream slot) from before its prompt is encoded until
+    its last chunk is sent or its client leaves."""
+    ticket = engine.admission.admit(stream=True)
+    try:
+        chunks, stop = await engine.stream_tts(text, sampling)
+    except BaseException:
+        engine.admission.release(ticket)
+        raise
     try:  # the first chunk surfaces errors (e.g. a codec stream) while a status can still be set
         first = await run_in_threadpool(next, chunks, None)
-    except ValueError as e:
-        stop.set()
-        raise RequestError(str(e), param="stream") from e
+    except BaseException as e:
+        engine.stream_done(stop)
+        engine.admission.release(ticket)
+        if isinstance(e, ValueError):
+            raise RequestError(str(e), param="stream") from e
+        raise
     sr = engine.gen.sample_rate
 
     def body() -> Iterator[bytes]:
@@ -423,19 +592,25 @@ async def _stream_speech(
             stop.set()
 
     return _StreamUntilGone(
-        stop, iterate_in_threadpool(body()), media_type=audio_out.MEDIA_TYPES[fmt], headers=headers
-    )
+        lambda: _end_stream(engine, stop, ticket), iterate_in_threadpool(body()),
+        media_type=audio_out.MEDIA_TYPES[fmt], headers=headers,
+    )  # fmt: skip
+
+
+def _end_stream(engine: Engine, stop: threading.Event, ticket: Ticket) -> None:
+    engine.stream_done(stop)
+    engine.admission.release(ticket)
 
 
 class _StreamUntilGone(StreamingResponse):
-    """A streaming response that sets ``stop`` when it ends, finished or cut off by the client."""
+    """A streaming response that calls ``on_end`` when it ends, finished or cut off by the client."""
 
-    def __init__(self, stop: threading.Event, *args: Any, **kwargs: Any):
+    def __init__(self, on_end: Any, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.stop = stop
+        self.on_end = on_end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.stop.set()
+            self.on_end()

@@ -80,13 +80,22 @@ class Batcher:
         self._held: deque[Job] = deque()  # collected but of another task/sampling than the batch
         self._task: asyncio.Task | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tokunify-decode")
+        self._closing = threading.Event()  # set by stop(): a running batch ends at its next step
 
     # ---- lifecycle (inside the server's event loop) ----------------------------------------------
     def start(self) -> None:
+        # unbounded here: the server's Admission caps how many requests can be waiting at all
         self._queue = asyncio.Queue()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
+    @property
+    def depth(self) -> int:
+        """Requests waiting for a batch (not counting the batch that decodes now)."""
+        return (self._queue.qsize() if self._queue is not None else 0) + len(self._held)
+
     async def stop(self) -> None:
+        """Stop collecting; a batch that decodes stops at its next step; wait for its thread."""
+        self._closing.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -152,7 +161,7 @@ class Batcher:
 
     # ---- decoding (worker thread) ------------------------------------------------------------------
     def _decode(self, batch: list[Job]) -> None:
-        rows = _Rows(batch, self.eos)
+        rows = _Rows(batch, self.eos, self._closing)
         overrides: dict[str, Any] = dict(batch[0].sampling)
         overrides["max_new_tokens"] = max(j.max_new_tokens for j in batch)
         beams = int(overrides.get("num_beams") or 1)
@@ -176,8 +185,8 @@ class Batcher:
 class _Rows(BaseStreamer, StoppingCriteria):
     """Per-row bookkeeping of one batch: answers finished rows early, stops cancelled ones."""
 
-    def __init__(self, batch: list[Job], eos: int):
-        self.batch, self.eos = batch, eos
+    def __init__(self, batch: list[Job], eos: int, closing: threading.Event | None = None):
+        self.batch, self.eos, self.closing = batch, eos, closing
         self.ids: list[list[int]] = [[] for _ in batch]
         self.answered = [False] * len(batch)
         self.steps = 0
@@ -206,7 +215,8 @@ class _Rows(BaseStreamer, StoppingCriteria):
     def __call__(
         self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any
     ) -> torch.Tensor:
-        done = [a or j.cancelled for a, j in zip(self.answered, self.batch, strict=True)]
+        closing = self.closing is not None and self.closing.is_set()
+        done = [closing or a or j.cancelled for a, j in zip(self.answered, self.batch, strict=True)]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # [B]
 
 

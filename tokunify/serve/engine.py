@@ -8,21 +8,34 @@ waveforms; everything about tasks, prompts and decoding goes through the public 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import functools
 import io
+import re
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import numpy as np
-from starlette.concurrency import run_in_threadpool
+import soundfile as sf
 from transformers import StoppingCriteriaList
 
 from tokunify.audio import AudioError
 from tokunify.formats import FormatError, parse_sequence
 from tokunify.generate.generator import Generator
+from tokunify.serve.admission import Admission
 from tokunify.serve.batcher import Batcher, ListBatcher, StopOnEvent
-from tokunify.serve.config import Limits
+from tokunify.serve.config import Capacity, Limits
+
+T = TypeVar("T")
+READ_BLOCK = 65536
+"""Frames decoded at a time: decoding stops one block past the duration limit at most."""
+UNKNOWN_FRAMES = 2**62
+"""libsndfile reports ``SF_COUNT_MAX`` frames when a stream's length is unknown."""
 
 
 class RequestError(ValueError):
@@ -119,15 +132,22 @@ class Output:
 
 
 class Engine:
-    """A :class:`Generator` behind a :class:`Batcher`, with request checks and limits."""
+    """A :class:`Generator` behind a :class:`Batcher`, with request checks, limits and admission."""
 
-    def __init__(self, generator: Generator, limits: Limits, batcher: Batcher, model_name: str):
+    def __init__(
+        self, generator: Generator, limits: Limits, batcher: Batcher, model_name: str,
+        capacity: Capacity | None = None,
+    ):  # fmt: skip
         self.gen, self.limits, self.batcher, self.model_name = (
             generator,
             limits,
             batcher,
             model_name,
         )
+        self.capacity = capacity or Capacity()
+        self.admission = Admission(self.capacity.max_queue, self.capacity.max_streams)
+        self._cpu: anyio.CapacityLimiter | None = None  # made in start(), inside the event loop
+        self._streams: set[threading.Event] = set()  # stop events of the running streams
         # Answers that end together are vocoded in one padded call, as Generator.generate does.
         # Padding reaches into a shorter answer's end through the vocoder's receptive field (all of
         # a very short one), so its audio can differ there from the same units vocoded alone.
@@ -153,12 +173,26 @@ class Engine:
             return False
 
     def start(self) -> None:
+        """Inside the server's event loop: size the thread pools, start the batchers."""
+        self._cpu = anyio.CapacityLimiter(self.capacity.threads)
+        # Starlette's own thread work (stream bodies, spooled uploads) runs on anyio's default
+        # limiter (40 threads): a streamed synthesis holds one while it waits for a chunk
+        anyio.to_thread.current_default_thread_limiter().total_tokens = (
+            self.capacity.threads + self.capacity.max_streams
+        )
         self.batcher.start()
         self.vocoder_batcher.start()
 
     async def stop(self) -> None:
+        """Stop every running generate at its next step and the batchers (server shutdown)."""
+        for event in list(self._streams):
+            event.set()
         await self.batcher.stop()
         await self.vocoder_batcher.stop()
+
+    async def cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on a worker thread, at most ``--threads`` at once."""
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._cpu)
 
     def default_task(self, io: TaskIO) -> str:
         """The bundle's first task that reads ``io.input`` and writes ``io.output``."""
@@ -213,28 +247,60 @@ class Engine:
                 raise RequestError(f"{name} must be {want}, got {value}", param=name)
         return s
 
-    def decode_upload(self, data: bytes, name: str) -> tuple[np.ndarray, int]:
-        """Uploaded bytes (wav, flac, ogg, ...: whatever libsndfile reads) -> ``[C, N]`` and rate."""
-        import soundfile as sf
+    def read_audio(self, data: bytes, name: str, param: str = "file") -> tuple[np.ndarray, int]:
+        """Audio bytes (wav, flac, ogg, ...: whatever libsndfile reads) -> mono ``[1, N]`` and rate.
 
+        The header is read first (``soundfile.info``): too many channels, an odd rate or more
+        frames than ``max_audio_seconds`` are refused before anything is decoded. Decoding then
+        reads blocks and stops one block past the limit, so a stream whose header gives no frame
+        count (or a wrong one) costs at most the limit too. Channels are averaged block by block.
+        """
         if not data:
-            raise RequestError(f"{name}: empty file", param="file")
+            raise RequestError(f"{name}: empty file", param=param)
+        lim = self.limits
         try:
-            wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+            info = sf.info(io.BytesIO(data))
         except Exception as e:  # libsndfile's own error types vary across versions
-            raise RequestError(
-                f"{name}: undecodable audio ({str(e).strip() or type(e).__name__}); send wav, flac or ogg",
-                param="file",
-            ) from e
-        seconds = wav.shape[0] / sr
-        if seconds > self.limits.max_audio_seconds:
-            raise RequestError(
-                f"{name}: {seconds:.1f} s of audio is over the limit of {self.limits.max_audio_seconds:g} s",
-                param="file",
-            )
-        if wav.shape[0] == 0:
-            raise RequestError(f"{name}: the file holds no samples", param="file")
-        return np.ascontiguousarray(wav.T), int(sr)  # [C, N]
+            raise RequestError(f"{name}: undecodable audio ({_sf_reason(e)}); send wav, flac or ogg", param=param) from e  # fmt: skip
+        sr, channels, frames = int(info.samplerate), int(info.channels), int(info.frames)
+        what = f"{name} ({info.format}"  # e.g. "a.flac (FLAC"
+        if not 1 <= channels <= lim.max_audio_channels:
+            raise RequestError(f"{what}): {channels} channels; the limit is {lim.max_audio_channels}", param=param)  # fmt: skip
+        if not 1 <= sr <= lim.max_audio_rate:
+            raise RequestError(f"{what}): sample rate {sr} Hz is outside 1 to {lim.max_audio_rate} Hz", param=param)  # fmt: skip
+        cap = int(lim.max_audio_seconds * sr)  # most frames a request may hold
+        if cap < frames < UNKNOWN_FRAMES:
+            raise RequestError(self._too_long(name, frames / sr), param=param)
+        blocks, n = [], 0
+        try:
+            with sf.SoundFile(io.BytesIO(data)) as f:
+                while n <= cap:
+                    block = f.read(min(READ_BLOCK, cap + 1 - n), dtype="float32", always_2d=True)
+                    if not len(block):
+                        break
+                    blocks.append(block.mean(axis=1))
+                    n += len(block)
+        except Exception as e:
+            raise RequestError(f"{what}): undecodable audio ({_sf_reason(e)})", param=param) from e
+        if n > cap:
+            raise RequestError(self._too_long(name, n / sr, at_least=True), param=param)
+        if n == 0:
+            raise RequestError(f"{name}: the file holds no samples", param=param)
+        return np.concatenate(blocks)[None], sr  # [1, N]
+
+    def _too_long(self, name: str, seconds: float, at_least: bool = False) -> str:
+        more = "more than " if at_least else ""
+        return f"{name}: {more}{seconds:.1f} s of audio is over the limit of {self.limits.max_audio_seconds:g} s"  # fmt: skip
+
+    def decode_base64(self, data: str, where: str) -> bytes:
+        """A base64 ``input_audio.data`` -> bytes; its decoded size is checked before decoding."""
+        size = len(data) * 3 // 4
+        if size > self.limits.max_upload_bytes:
+            raise RequestError(f"{where}.input_audio.data: {size} bytes of audio is over the limit of {self.limits.max_upload_bytes} bytes", status=413, param=where)  # fmt: skip
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise RequestError(f"{where}.input_audio.data: not base64 ({e})", param=where) from e
 
     # ---- running -------------------------------------------------------------------------------
     async def prompt(
@@ -242,7 +308,7 @@ class Engine:
     ) -> np.ndarray:
         """Text, a waveform ``[C, N]`` or local units ``[T]`` -> the task's prompt ids."""
         try:
-            return await run_in_threadpool(lambda: self.gen.prompts(task, [source], sr)[0])
+            return await self.cpu(lambda: self.gen.prompts(task, [source], sr)[0])
         except (
             AudioError,
             FormatError,
@@ -274,10 +340,13 @@ class Engine:
         try:
             ids, hit = await fut
         except asyncio.CancelledError:
-            if watch is None or not fut.cancelled():
-                raise  # the server is shutting down
-            # the client left; nobody reads this answer (nginx's 499 "client closed request")
-            raise RequestError("client closed the request", status=499) from None
+            if watch is not None and watch.done() and not watch.cancelled() and watch.result():
+                # the client left; nobody reads this answer (nginx's 499 "client closed request")
+                raise RequestError("client closed the request", status=499) from None
+            # the server stops and its drain time is over: say so while the connection is open
+            raise RequestError(
+                "the server is shutting down; retry the request", status=503
+            ) from None
         finally:
             if watch is not None:
                 watch.cancel()
@@ -309,25 +378,47 @@ class Engine:
             out.units = seg.ids
         return out
 
-    def stream_tts(
+    async def stream_tts(
         self, text: str, sampling: Sampling
     ) -> tuple[Iterator[np.ndarray], threading.Event]:
         """Audio chunks while the LM generates (the generator's streaming path, not batched), and
-        the event that stops the generation when set (the client has gone)."""
+        the event that stops the generation when set (the client has gone, or the server stops).
+        The caller holds a stream ticket of :attr:`admission` and calls :meth:`stream_done`."""
         stop = threading.Event()
         crit = StoppingCriteriaList([StopOnEvent(stop, self._stream_stopped)])
-        return self.gen.stream_tts(text, stopping_criteria=crit, **sampling.overrides()), stop
+        self._streams.add(stop)
+        try:
+            chunks = await self.cpu(
+                lambda: self.gen.stream_tts(text, stopping_criteria=crit, **sampling.overrides())
+            )
+        except BaseException:
+            self.stream_done(stop)
+            raise
+        return chunks, stop
+
+    def stream_done(self, stop: threading.Event) -> None:
+        """A stream has ended: stop its generate (if still running) and forget it."""
+        stop.set()
+        self._streams.discard(stop)
 
     def _stream_stopped(self) -> None:
         self.streams_stopped += 1
 
 
+def _sf_reason(e: Exception) -> str:
+    """libsndfile's reason without the Python repr of the in-memory file it names."""
+    text = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>:?\s*", "", str(e)).strip()
+    text = re.sub(r"^Error opening\s*:?\s*", "", text).strip()
+    return text or type(e).__name__
+
+
 async def _cancel_on_disconnect(
     fut: asyncio.Future, is_disconnected: Callable[[], Awaitable[bool]]
-) -> None:
-    """Cancel ``fut`` when the client goes away before it resolves."""
+) -> bool:
+    """Cancel ``fut`` when the client goes away before it resolves; True if it did."""
     while not fut.done():
         if await is_disconnected():
             fut.cancel()
-            return
+            return True
         await asyncio.sleep(0.05)
+    return False
