@@ -37,12 +37,21 @@ def test_load_mixes_to_mono_and_resamples(stereo):
     assert to_mono(ref[:1]).shape == (SR,) and resample(left, SR, SR) is left
 
 
+def test_a_segment_end_rounded_past_the_file_is_cut_to_it(stereo):
+    """Kaldi/NeMo segment times are rounded: the last segment may end a few samples late."""
+    p, ref = stereo
+    wav, _ = read_audio(p, start=0.5, end=1.0004)
+    np.testing.assert_allclose(wav, ref[:, SR // 2 :], atol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("start", "end", "reason"),
     [
         (0.5, 0.5, "is not after start"),
         (2.0, None, "outside the file"),
         (0.0, 3.0, "outside the file"),
+        (0.5, 1.6, "outside the file"),  # more than MAX_OVERSHOOT_S past the end
+        (1.0, None, "outside the file"),  # starts at the last sample
     ],
 )
 def test_bad_segments(stereo, start, end, reason):

@@ -17,6 +17,12 @@ except ImportError:  # older soundfile
 _TRUNCATED = re.compile(r"^data\s*:\s*\d+\s*\(should be", re.MULTILINE)
 
 
+# How far a segment's end may lie past the end of its file and be cut to it: segment times are
+# written rounded (Kaldi's `segments` to 10 ms or 1 ms), so the last segment of a recording often
+# ends a few samples late. Kaldi's extract-segments allows the same (--max-overshoot 0.5).
+MAX_OVERSHOOT_S = 0.5
+
+
 class AudioError(ValueError):
     """Audio that cannot be used: unreadable, empty, too short, or with NaN/inf samples."""
 
@@ -33,10 +39,12 @@ def _header(p: Path, start: float | None, end: float | None) -> tuple[int, int, 
     b = round(end * sr) if end is not None else -1
     if end is not None and b <= a:
         raise AudioError(f"{p}: end {end} s is not after start {start or 0} s")
-    if a > info.frames or (end is not None and b > info.frames + 1):
+    if a >= info.frames or (end is not None and b > info.frames + round(MAX_OVERSHOOT_S * sr)):
         raise AudioError(
             f"{p}: segment [{start or 0}, {end}] s lies outside the file ({info.frames / sr:.3f} s)"
         )
+    if b > info.frames:
+        b = info.frames  # a segment end rounded past the last sample: read to the end
     if _TRUNCATED.search(info.extra_info or ""):
         raise AudioError(f"{p}: truncated file (the header promises more data than the file holds)")
     return sr, a, b

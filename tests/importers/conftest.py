@@ -90,8 +90,3 @@ def roundtrip(unit_tokenizer, tmp_path, capsys) -> Callable[..., Prepared]:
         return Prepared(format_line, rows, rejects, ids, store_rejects, store)
 
     return run
-
-
-def reasons(rejects: list[dict]) -> str:
-    """All reject reasons, one per line (for `in` checks)."""
-    return "\n".join(r["reason"] for r in rejects)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import reasons
+from importer_helpers import reasons
 
 
 def test_common_voice(clips, roundtrip, tmp_path):

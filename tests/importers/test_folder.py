@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import reasons
+from importer_helpers import reasons
 
 
 def test_folder_of_pairs(clips, roundtrip, tmp_path):

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import reasons
+from importer_helpers import reasons
 
 
 def _audiofolder(clips, root):

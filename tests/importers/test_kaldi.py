@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import soundfile as sf
-from conftest import reasons
+from importer_helpers import reasons
 
 from tokunify.store import TokenStore
 

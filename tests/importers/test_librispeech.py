@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import reasons
+from importer_helpers import reasons
 
 from tokunify.store import TokenStore
 

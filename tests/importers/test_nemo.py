@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import soundfile as sf
-from conftest import reasons
+from importer_helpers import reasons
 
 
 def test_nemo_manifest(clips, roundtrip, tmp_path):

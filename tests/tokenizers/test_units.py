@@ -218,6 +218,6 @@ def test_train_kmeans_with_lda_on_phone_alignments(speech_manifest, tmp_path, ca
     tok = tokenizer_from_config(yaml.safe_load((out / "tokenizer.yaml").read_text()), base_dir=out)
     res = tok.encode(speech(speech_manifest, 2))
     assert all(len(u) > 3 and int(u.max()) < 16 for u in res.ids)
-    assert main([*argv, "--lda-dim", "8", "--lda-labels", "words_x"]) == 1
+    assert main([*argv, "--lda-dim", "8", "--lda-labels", "words_x", "--overwrite"]) == 1
     err = capsys.readouterr().err
     assert str(speech_manifest) in err and "'words_x' field" in err
