@@ -135,3 +135,36 @@ def test_an_explicit_task_refuses_a_text_part_it_cannot_use(client, wav_file):
             messages=[{"role": "user", "content": [{"type": "text", "text": "what did I say?"},
                                                     {"type": "input_audio", "input_audio": {"data": b64, "format": "wav"}}]}],
         )  # fmt: skip
+
+
+def test_streamed_text_is_the_engine_reply_in_pieces(client, server):
+    conv = Conversation([Message("system", SYSTEM), Message("user", FIRST),
+                         Message("assistant", ANSWER), Message("user", SECOND)])  # fmt: skip
+    want = server.engine.chat.reply([conv], Decoding(temperature=0, max_new_tokens=10), seed=0, reply="text")[0]  # fmt: skip
+    stream = client.chat.completions.create(model="tiny", messages=three_turns(), max_tokens=10,
+                                            temperature=0, stream=True)  # fmt: skip
+    chunks = list(stream)
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text.strip() == want.text
+    assert chunks[-1].choices[0].finish_reason == ("length" if want.hit_limit else "stop")
+    if len(want.text) > 1:  # deltas arrive as tokens are generated, not as one piece
+        assert sum(bool(c.choices[0].delta.content) for c in chunks) > 1
+
+
+def test_streamed_audio_reply(client, server):
+    stream = client.chat.completions.create(
+        model="tiny", messages=three_turns(), modalities=["text", "audio"],
+        audio={"voice": "alloy", "format": "pcm16"}, max_tokens=12, temperature=0, stream=True,
+    )  # fmt: skip
+    audio = [c.choices[0].delta.audio for c in stream if getattr(c.choices[0].delta, "audio", None)]
+    assert audio, "no delta.audio chunk"
+    pcm = b"".join(base64.b64decode(a.data) for a in audio)
+    assert all(isinstance(a.transcript, str) for a in audio)
+    conv = Conversation([Message("system", SYSTEM), Message("user", FIRST),
+                         Message("assistant", ANSWER), Message("user", SECOND)])  # fmt: skip
+    want = server.engine.chat.reply([conv], Decoding(temperature=0, max_new_tokens=12), seed=0,
+                                    reply="speech", vocode=True)[0]  # fmt: skip
+    n = 0 if want.audio is None else len(want.audio)
+    assert len(pcm) == 2 * n  # the engine's spoken reply, as 16-bit samples

@@ -490,8 +490,8 @@ def create_app(engine: Engine, access: Access | None = None) -> FastAPI:
     async def chat(request: Request) -> JSONResponse:
         req = _parse(ChatRequest, await _json_body(request), request.url.path)
         check_model(req.model)
-        if req.stream:
-            raise RequestError("stream is not supported for chat completions", param="stream")
+        if req.stream and req.task not in (None, "chat"):
+            raise RequestError("stream: a streamed reply answers the conversation; leave out 'task'", param="stream")  # fmt: skip
         if req.n != 1:
             raise RequestError(f"n must be 1, got {req.n}", param="n")
         out_mod = "audio" if "audio" in (req.modalities or ["text"]) else "text"
@@ -504,7 +504,7 @@ def create_app(engine: Engine, access: Access | None = None) -> FastAPI:
         s = req.sampling()
         s.max_new_tokens = s.max_new_tokens or req.max_completion_tokens or req.max_tokens
         s = engine.check_sampling(s)
-        if req.task == "chat" or (req.task is None and not _one_plain_turn(req.messages)):
+        if req.task == "chat" or req.stream or (req.task is None and not _one_plain_turn(req.messages)):  # fmt: skip
             return await _chat_reply(engine, req, s, out_mod, afmt)
         users = [i for i, m in enumerate(req.messages) if m.role == "user"]
         if not users:
@@ -634,6 +634,8 @@ async def _chat_reply(
         engine.chat.prompt(conv, kind)
     except ValueError as e:  # FormatError: the template refuses a turn (e.g. special-token text)
         raise RequestError(f"messages: {e}", param="messages") from e
+    if req.stream:
+        return _stream_chat(engine, conv, decoding, req.seed or 0, kind)
     with engine.admission.hold():
         r = (await engine.cpu(
             lambda: engine.chat.reply([conv], decoding, req.seed or 0, kind, vocode=kind == "speech")
@@ -650,6 +652,49 @@ async def _chat_reply(
     return _completion(
         engine, "chat", text, data, transcript, r.hit_limit, len(r.prompt), len(r.ids)
     )
+
+
+def _stream_chat(
+    engine: Engine, conv: Conversation, decoding: Any, seed: int, kind: str
+) -> Response:
+    """Server-Sent Events of ``chat.completion.chunk``: the role, a text delta per new piece of
+    text as ids are generated (:meth:`ChatEngine.stream`), for a spoken reply one ``delta.audio``
+    (base64 PCM16 at the bundle's rate, and its transcript) once it is vocoded, then ``[DONE]``.
+    The stream holds a stream slot of the admission until its last event is sent."""
+    ticket = engine.admission.admit(stream=True)
+    cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        chunk = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                 "model": engine.model_name,
+                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}  # fmt: skip
+        return f"data: {json.dumps(chunk)}\n\n".encode()
+
+    def body() -> Iterator[bytes]:
+        yield event({"role": "assistant", "content": ""})
+        sent, final = "", None
+        for r in engine.chat.stream(conv, decoding, seed, kind, vocode=kind == "speech"):
+            text = "".join(p for p in r.content if isinstance(p, str))
+            if kind == "text" and text.startswith(sent) and len(text) > len(sent):
+                yield event({"content": text[len(sent) :]})
+                sent = text
+            final = r
+        assert final is not None
+        if kind == "speech":
+            audio = final.audio if final.audio is not None else np.zeros(0, np.float32)
+            yield event({"audio": {"id": f"audio_{uuid.uuid4().hex}", "expires_at": created + 3600,
+                                   "data": base64.b64encode(audio_out.to_pcm16(audio)).decode(),
+                                   "transcript": final.text}})  # fmt: skip
+        elif final.text.strip() != sent.strip():  # a stripped or re-parsed tail
+            yield event({"content": final.text[len(sent) :] if final.text.startswith(sent) else ""})
+        yield event({}, "length" if final.hit_limit else "stop")
+        yield b"data: [DONE]\n\n"
+
+    return _StreamUntilGone(
+        lambda: engine.admission.release(ticket), iterate_in_threadpool(body()),
+        media_type="text/event-stream",
+        headers={"X-Sample-Rate": str(engine.gen.sample_rate), "Cache-Control": "no-cache"},
+    )  # fmt: skip
 
 
 def _content(engine: Engine, msg: ChatMessage, index: int) -> tuple[str, tuple[str, bytes] | None]:
