@@ -674,7 +674,8 @@ def _stream_chat(
         yield event({"role": "assistant", "content": ""})
         sent, final = "", None
         for r in engine.chat.stream(conv, decoding, seed, kind, vocode=kind == "speech"):
-            text = "".join(p for p in r.content if isinstance(p, str))
+            # a byte-level tokenizer's partial character decodes as U+FFFD: wait for the rest
+            text = "".join(p for p in r.content if isinstance(p, str)).rstrip("\ufffd")
             if kind == "text" and text.startswith(sent) and len(text) > len(sent):
                 yield event({"content": text[len(sent) :]})
                 sent = text
