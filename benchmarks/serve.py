@@ -136,7 +136,7 @@ async def _load(url: str, clients: int, per_client: int, new_tokens: int) -> tup
     async def client(c: int, http: httpx.AsyncClient) -> None:
         nonlocal errors
         for i in range(per_client):
-            body = {"model": "bench", "input": TEXTS[(c + i) % len(TEXTS)], "max_new_tokens": new_tokens, "min_new_tokens": new_tokens}  # fmt: skip
+            body = {"model": "bench", "input": TEXTS[(c + i) % len(TEXTS)], "max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "response_format": "wav"}  # fmt: skip
             t0 = time.perf_counter()
             r = await http.post(f"{url}/v1/audio/speech", json=body)
             lat.append(time.perf_counter() - t0)
@@ -179,7 +179,7 @@ def _rss_mb(pid: int) -> float:
 
 async def _one(http: httpx.AsyncClient, url: str, kind: str, i: int, wav: bytes, new_tokens: int) -> httpx.Response:  # fmt: skip
     text = TEXTS[i % len(TEXTS)]
-    speech = {"model": "bench", "input": text, "max_new_tokens": new_tokens, "min_new_tokens": new_tokens}  # fmt: skip
+    speech = {"model": "bench", "input": text, "max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "response_format": "wav"}  # fmt: skip
     if kind == "transcription":
         return await http.post(f"{url}/v1/audio/transcriptions", files={"file": ("a.wav", wav, "audio/wav")},
                                data={"model": "bench", "max_new_tokens": str(new_tokens)})  # fmt: skip

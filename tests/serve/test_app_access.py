@@ -41,7 +41,7 @@ def test_the_openai_client_authenticates_with_its_api_key(keyed):
     openai = pytest.importorskip("openai", reason="the openai client is in tokunify's dev extra")
     good = openai.OpenAI(base_url=f"{keyed.url}/v1", api_key=KEY, max_retries=0, timeout=120)
     assert [m.id for m in good.models.list()] == ["tiny"]
-    r = good.audio.speech.create(model="tiny", voice="alloy", input="the cat", extra_body={"max_new_tokens": 12})  # fmt: skip
+    r = good.audio.speech.create(model="tiny", voice="alloy", input="the cat", response_format="wav", extra_body={"max_new_tokens": 12})  # fmt: skip
     assert r.content[:4] == b"RIFF"
     bad = openai.OpenAI(base_url=f"{keyed.url}/v1", api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError, match="wrong API key"):

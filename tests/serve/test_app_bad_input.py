@@ -61,7 +61,7 @@ def bad_requests(url: str) -> list[tuple[str, httpx.Response, int, str]]:
         ("unknown task", _speech(url, task="sing"), 400, "unknown task 'sing'"),
         ("task of the wrong kind", _speech(url, task="asr"), 400, "task 'asr' reads audio"),
         ("unknown task (upload)", _asr(url, _wav(1.0), task="nope"), 400, "unknown task 'nope'"),
-        ("unsupported format", _speech(url, response_format="mp3"), 400, "response_format 'mp3'"),
+        ("unsupported format", _speech(url, response_format="aac"), 400, "response_format 'aac'"),
         ("unknown model", _speech(url, model="gpt-4o-mini-tts"), 404, "model 'gpt-4o-mini-tts' not found"),
         ("bad base64", httpx.post(chat, json={"model": "tiny", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "%%%", "format": "wav"}}]}]}), 400, "not base64"),
         ("no user message", httpx.post(chat, json={"model": "tiny", "messages": [{"role": "system", "content": "hi"}]}), 400, "no user message"),

@@ -18,7 +18,12 @@ import soundfile as sf
 from tokunify.serve.engine import RequestError
 
 RSS_GROWTH_MB = 20
-TTS = {"model": "tiny", "input": "the red cat sat on the mat", "temperature": 0}
+TTS = {
+    "model": "tiny",
+    "input": "the red cat sat on the mat",
+    "temperature": 0,
+    "response_format": "wav",
+}
 
 
 def _long_silence_flac(minutes: float = 20, sr: int = 48000) -> bytes:

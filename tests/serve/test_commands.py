@@ -54,7 +54,7 @@ def test_cli_serves_a_bundle(voc_bundle):
                 assert time.monotonic() - t0 < 90, "server did not come up"
                 time.sleep(0.2)
         assert health["model"] == voc_bundle.name and health["batching"]["max_batch"] == 1
-        r = httpx.post(f"{url}/v1/audio/speech", json={"model": voc_bundle.name, "input": "the cat", "max_new_tokens": 12}, timeout=60)  # fmt: skip
+        r = httpx.post(f"{url}/v1/audio/speech", json={"model": voc_bundle.name, "input": "the cat", "max_new_tokens": 12, "response_format": "wav"}, timeout=60)  # fmt: skip
         assert r.status_code == 200 and r.content[:4] == b"RIFF"
     finally:
         proc.terminate()
@@ -112,7 +112,7 @@ def _sigterm_during_a_batch(bundle: Path, drain: str, new_tokens: int) -> tuple[
     got: list[object] = []
     streamed: list[tuple[int, object]] = []
     body = {"model": bundle.name, "input": "the red cat", "temperature": 0,
-            "max_new_tokens": new_tokens, "min_new_tokens": new_tokens}  # fmt: skip
+            "max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "response_format": "wav"}  # fmt: skip
 
     def send() -> None:
         try:

@@ -38,6 +38,10 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tokunify.audio import AudioError
+from tokunify.bundle import BundleError
+from tokunify.chat.conversation import Conversation, SpeechPart
+from tokunify.chat.conversation import Message as Turn
 from tokunify.serve import audio_out
 from tokunify.serve.admission import Busy, Ticket
 from tokunify.serve.config import Access, is_loopback
@@ -77,7 +81,7 @@ class SpeechRequest(_Sampled):
     input: str
     voice: str | None = None  # accepted for OpenAI clients; the bundle has one voice
     instructions: str | None = None  # accepted, unused
-    response_format: str = "wav"
+    response_format: str | None = None  # OpenAI's default, mp3; a stream's default is wav
     speed: float = 1.0
     stream: bool = False
     stream_format: Literal["audio", "sse"] | None = None  # OpenAI's: "audio" streams too
@@ -104,7 +108,7 @@ class ContentPart(BaseModel):
 class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
-    audio: dict[str, Any] | None = None  # an earlier assistant audio reply (by id): ignored
+    audio: dict[str, Any] | None = None  # an earlier assistant audio reply: read as its transcript
     name: str | None = None
 
 
@@ -452,10 +456,11 @@ def create_app(engine: Engine, access: Access | None = None) -> FastAPI:
         req = _parse(SpeechRequest, await _json_body(request), request.url.path)
         check_model(req.model)
         text = engine.check_text(req.input, "input")
-        fmt = req.response_format
+        streamed = req.stream or req.stream_format == "audio"
+        fmt = req.response_format or ("wav" if streamed else "mp3")
         if fmt not in audio_out.ENCODERS:
             raise RequestError(
-                f"response_format {fmt!r} is not supported; use {' or '.join(audio_out.ENCODERS)}",
+                f"response_format {fmt!r} is not supported; use {', '.join(audio_out.ENCODERS)}",
                 param="response_format",
             )
         if req.speed != 1.0:
@@ -466,9 +471,14 @@ def create_app(engine: Engine, access: Access | None = None) -> FastAPI:
             )
         task = engine.check_task(req.task or "tts", TaskIO("text", "audio"))
         sampling = engine.check_sampling(req.sampling())
-        headers = {"X-Sample-Rate": str(engine.gen.sample_rate)}
-        if req.stream or req.stream_format == "audio":
-            return await _stream_speech(engine, text, sampling, fmt, headers)
+        headers = {"X-Sample-Rate": str(audio_out.rate_of(fmt, engine.gen.sample_rate))}
+        if streamed:
+            if fmt not in audio_out.STREAMED:
+                raise RequestError(
+                    f"response_format {fmt!r} cannot be streamed; a stream is {' or '.join(audio_out.STREAMED)}",
+                    param="response_format",
+                )
+            return await _stream_speech(engine, task, text, sampling, fmt, headers)
         with engine.admission.hold():
             out = await engine.run(task, text, sampling, is_disconnected=request.is_disconnected)
             assert out.audio is not None and out.sample_rate is not None
@@ -480,55 +490,212 @@ def create_app(engine: Engine, access: Access | None = None) -> FastAPI:
     async def chat(request: Request) -> JSONResponse:
         req = _parse(ChatRequest, await _json_body(request), request.url.path)
         check_model(req.model)
-        if req.stream:
-            raise RequestError("stream is not supported for chat completions", param="stream")
+        if req.stream and req.task not in (None, "chat"):
+            raise RequestError("stream: a streamed reply answers the conversation; leave out 'task'", param="stream")  # fmt: skip
         if req.n != 1:
             raise RequestError(f"n must be 1, got {req.n}", param="n")
-        users = [i for i, m in enumerate(req.messages) if m.role == "user"]
-        if not users:
-            raise RequestError("messages: no user message to answer", param="messages")
-        # the last user turn is answered; whole conversations come with the chat task (not landed yet)
-        text, audio = _content(engine, req.messages[users[-1]], users[-1])
         out_mod = "audio" if "audio" in (req.modalities or ["text"]) else "text"
         afmt = (req.audio.format if req.audio else "wav").replace("pcm16", "pcm")
         if out_mod == "audio" and afmt not in audio_out.ENCODERS:
             raise RequestError(
-                f"audio.format {afmt!r} is not supported; use wav or pcm16", param="audio.format"
+                f"audio.format {afmt!r} is not supported; use {', '.join(audio_out.ENCODERS)}",
+                param="audio.format",
             )
-        io = TaskIO("audio" if audio is not None else "text", out_mod)
-        task = engine.check_task(req.task or engine.default_task(io), io)
         s = req.sampling()
         s.max_new_tokens = s.max_new_tokens or req.max_completion_tokens or req.max_tokens
         s = engine.check_sampling(s)
+        if req.task == "chat" or req.stream or (req.task is None and not _one_plain_turn(req.messages)):  # fmt: skip
+            return await _chat_reply(engine, req, s, out_mod, afmt)
+        users = [i for i, m in enumerate(req.messages) if m.role == "user"]
+        if not users:
+            raise RequestError("messages: no user message to answer", param="messages")
+        # one turn of one modality (or an explicit task): the task routing answers the last user turn
+        text, audio = _content(engine, req.messages[users[-1]], users[-1])
+        io = TaskIO("audio" if audio is not None else "text", out_mod)
+        task = engine.check_task(req.task or engine.default_task(io), io)
         if audio is None:
             text = engine.check_text(text, "messages content")
+        elif text.strip():
+            raise RequestError(
+                f"messages.{users[-1]}: task {task!r} reads audio only and cannot use the text part "
+                "beside it; leave out 'task' to answer the message as a conversation",
+                param=f"messages.{users[-1]}.content",
+            )
         with engine.admission.hold():
             if audio is not None:
                 wav, sr = await engine.cpu(engine.read_audio, audio[1], audio[0], audio[0])
                 out = await engine.run(task, wav, s, sr, is_disconnected=request.is_disconnected)
             else:
                 out = await engine.run(task, text, s, is_disconnected=request.is_disconnected)
-            transcript, data = "", b""
+            transcript, data = "", None
             if out.audio is not None and out.sample_rate is not None:
                 transcript = await _transcript(engine, out.units)
                 data = await engine.cpu(audio_out.ENCODERS[afmt], out.audio, out.sample_rate)
-        message: dict[str, Any] = {"role": "assistant", "content": out.text, "refusal": None}
-        if out.audio is not None and out.sample_rate is not None:
-            message["audio"] = {
-                "id": f"audio_{uuid.uuid4().hex}", "data": base64.b64encode(data).decode(),
-                "expires_at": int(time.time()) + 3600, "transcript": transcript,
-            }  # fmt: skip
-        return JSONResponse({
-            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
-            "created": int(time.time()), "model": engine.model_name,
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": "length" if out.hit_limit else "stop"}],
-            "usage": {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
-                      "total_tokens": out.prompt_tokens + out.completion_tokens},
-            "task": task,
-        })  # fmt: skip
+        return _completion(engine, task, out.text, data, transcript, out.hit_limit,
+                           out.prompt_tokens, out.completion_tokens)  # fmt: skip
 
     return app
+
+
+def _completion(
+    engine: Engine, task: str, text: str | None, audio: bytes | None, transcript: str,
+    hit_limit: bool, prompt_tokens: int, completion_tokens: int,
+) -> JSONResponse:  # fmt: skip
+    """OpenAI's ``chat.completion`` object for one answer (``audio``: encoded speech, or None)."""
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if audio is not None:
+        message["audio"] = {
+            "id": f"audio_{uuid.uuid4().hex}", "data": base64.b64encode(audio).decode(),
+            "expires_at": int(time.time()) + 3600, "transcript": transcript,
+        }  # fmt: skip
+    return JSONResponse({
+        "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
+        "created": int(time.time()), "model": engine.model_name,
+        "choices": [{"index": 0, "message": message, "logprobs": None,
+                     "finish_reason": "length" if hit_limit else "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+        "task": task,
+    })  # fmt: skip
+
+
+def _one_plain_turn(messages: list[ChatMessage]) -> bool:
+    """One user message of text only or of audio only: what a single task answers."""
+    if len(messages) != 1 or messages[0].role != "user":
+        return False
+    content = messages[0].content
+    if not isinstance(content, list):
+        return True
+    return (
+        len({p.type for p in content}) == 1 and sum(p.type == "input_audio" for p in content) <= 1
+    )
+
+
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+"""OpenAI's message roles -> the conversation's (``developer`` is OpenAI's newer ``system``)."""
+
+
+async def _conversation(engine: Engine, messages: list[ChatMessage]) -> Conversation:
+    """The request's messages as a :class:`Conversation`: text parts, ``input_audio`` parts as
+    speech of the bundle's stream, an earlier assistant audio reply as its transcript."""
+    turns = []
+    for i, m in enumerate(messages):
+        where = f"messages.{i}"
+        if m.role not in ROLES:
+            raise RequestError(f"{where}: role {m.role!r} is not supported; use system, developer, user or assistant", param=f"{where}.role")  # fmt: skip
+        content = m.content
+        if content is None and m.role == "assistant" and m.audio is not None:
+            content = m.audio.get("transcript")
+            if not isinstance(content, str):
+                raise RequestError(
+                    f"{where}.audio: this server keeps no earlier audio replies; send the reply's transcript as the message content",
+                    param=f"{where}.content",
+                )  # fmt: skip
+        parts: list[str | SpeechPart] = []
+        for j, part in enumerate([content] if isinstance(content, str) else content or []):
+            at = f"{where}.content.{j}"
+            if isinstance(part, str):
+                parts.append(part)
+            elif part.type == "text":
+                if part.text is None:
+                    raise RequestError(f"{at}: a text part needs 'text'", param=at)
+                parts.append(part.text)
+            else:
+                if part.input_audio is None:
+                    raise RequestError(f"{at}: an input_audio part needs 'input_audio'", param=at)
+                data = engine.decode_base64(part.input_audio.data, at)
+                wav, sr = await engine.cpu(
+                    engine.read_audio, data, f"{at}.input_audio", f"{at}.input_audio"
+                )
+                try:
+                    speech = await engine.cpu(engine.chat.encode_audio, [wav[0]], sr)
+                except (AudioError, BundleError, ValueError) as e:
+                    raise RequestError(f"{at}: {e}", param=at) from e
+                parts += speech
+        text = "".join(p for p in parts if isinstance(p, str))
+        if len(text) > engine.limits.max_input_chars:
+            engine.check_text(text, f"{where}.content")
+        turns.append(Turn(ROLES[m.role], parts))  # type: ignore[arg-type]
+    if not any(t.role == "user" for t in turns):
+        raise RequestError("messages: no user message to answer", param="messages")
+    return Conversation(turns)
+
+
+async def _chat_reply(
+    engine: Engine, req: ChatRequest, s: Sampling, out_mod: str, afmt: str
+) -> JSONResponse:
+    """The next assistant turn of the whole conversation, through the conversation engine."""
+    if out_mod == "audio" and not engine.has_speech_out:
+        raise RequestError("modalities: audio needs a vocoder; this bundle has none (tokunify attach-vocoder)", param="modalities")  # fmt: skip
+    decoding = s.decoding()
+    kind = "speech" if out_mod == "audio" else "text"
+    conv = await _conversation(engine, req.messages)
+    try:
+        engine.chat.prompt(conv, kind)
+    except ValueError as e:  # FormatError: the template refuses a turn (e.g. special-token text)
+        raise RequestError(f"messages: {e}", param="messages") from e
+    if req.stream:
+        return _stream_chat(engine, conv, decoding, req.seed or 0, kind)
+    with engine.admission.hold():
+        r = (await engine.cpu(
+            lambda: engine.chat.reply([conv], decoding, req.seed or 0, kind, vocode=kind == "speech")
+        ))[0]  # fmt: skip
+        data, transcript = None, ""
+        if kind == "speech":
+            units = [p.ids for p in r.speech if p.stream == engine.chat.speech_stream]
+            transcript = r.text or await _transcript(
+                engine, np.concatenate(units) if units else None
+            )
+            audio = r.audio if r.audio is not None else np.zeros(0, np.float32)
+            data = await engine.cpu(audio_out.ENCODERS[afmt], audio, engine.gen.sample_rate)
+    text = (r.text or None) if kind == "speech" else r.text
+    return _completion(
+        engine, "chat", text, data, transcript, r.hit_limit, len(r.prompt), len(r.ids)
+    )
+
+
+def _stream_chat(
+    engine: Engine, conv: Conversation, decoding: Any, seed: int, kind: str
+) -> Response:
+    """Server-Sent Events of ``chat.completion.chunk``: the role, a text delta per new piece of
+    text as ids are generated (:meth:`ChatEngine.stream`), for a spoken reply one ``delta.audio``
+    (base64 PCM16 at the bundle's rate, and its transcript) once it is vocoded, then ``[DONE]``.
+    The stream holds a stream slot of the admission until its last event is sent."""
+    ticket = engine.admission.admit(stream=True)
+    cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        chunk = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                 "model": engine.model_name,
+                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}  # fmt: skip
+        return f"data: {json.dumps(chunk)}\n\n".encode()
+
+    def body() -> Iterator[bytes]:
+        yield event({"role": "assistant", "content": ""})
+        sent, final = "", None
+        for r in engine.chat.stream(conv, decoding, seed, kind, vocode=kind == "speech"):
+            # a byte-level tokenizer's partial character decodes as U+FFFD: wait for the rest
+            text = "".join(p for p in r.content if isinstance(p, str)).rstrip("\ufffd")
+            if kind == "text" and text.startswith(sent) and len(text) > len(sent):
+                yield event({"content": text[len(sent) :]})
+                sent = text
+            final = r
+        assert final is not None
+        if kind == "speech":
+            audio = final.audio if final.audio is not None else np.zeros(0, np.float32)
+            yield event({"audio": {"id": f"audio_{uuid.uuid4().hex}", "expires_at": created + 3600,
+                                   "data": base64.b64encode(audio_out.to_pcm16(audio)).decode(),
+                                   "transcript": final.text}})  # fmt: skip
+        elif final.text.strip() != sent.strip():  # a stripped or re-parsed tail
+            yield event({"content": final.text[len(sent) :] if final.text.startswith(sent) else ""})
+        yield event({}, "length" if final.hit_limit else "stop")
+        yield b"data: [DONE]\n\n"
+
+    return _StreamUntilGone(
+        lambda: engine.admission.release(ticket), iterate_in_threadpool(body()),
+        media_type="text/event-stream",
+        headers={"X-Sample-Rate": str(engine.gen.sample_rate), "Cache-Control": "no-cache"},
+    )  # fmt: skip
 
 
 def _content(engine: Engine, msg: ChatMessage, index: int) -> tuple[str, tuple[str, bytes] | None]:
@@ -558,7 +725,7 @@ async def _transcript(engine: Engine, units: np.ndarray | None) -> str:
 
 
 async def _stream_speech(
-    engine: Engine, text: str, sampling: Sampling, fmt: str, headers: dict[str, str]
+    engine: Engine, task: str, text: str, sampling: Sampling, fmt: str, headers: dict[str, str]
 ) -> Response:
     """Chunks of audio as the LM generates them: a WAV header first (``wav``) or bare PCM.
 
@@ -566,7 +733,7 @@ async def _stream_speech(
     its last chunk is sent or its client leaves."""
     ticket = engine.admission.admit(stream=True)
     try:
-        chunks, stop = await engine.stream_tts(text, sampling)
+        chunks, stop = await engine.stream_tts(task, text, sampling)
     except BaseException:
         engine.admission.release(ticket)
         raise

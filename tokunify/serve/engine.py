@@ -25,7 +25,9 @@ import soundfile as sf
 from transformers import StoppingCriteriaList
 
 from tokunify.audio import AudioError
+from tokunify.chat.engine import ChatEngine
 from tokunify.formats import FormatError, parse_sequence
+from tokunify.generate.decoding import Decoding
 from tokunify.generate.generator import Generator
 from tokunify.serve.admission import Admission
 from tokunify.serve.batcher import Batcher, ListBatcher, StopOnEvent
@@ -112,9 +114,22 @@ class Sampling:
     def overrides(self) -> dict[str, Any]:
         names = ("max_new_tokens", *SAMPLING_FIELDS)
         out = {k: getattr(self, k) for k in names if getattr(self, k) is not None}
-        if out.get("temperature") == 0:  # OpenAI's convention: temperature 0 is greedy
-            out.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+        if "temperature" in out and Decoding(temperature=out["temperature"]).greedy:
+            greedy = Decoding.greedy_with().generate_kwargs()  # the one greedy rule
+            out.update({k: greedy[k] for k in ("do_sample", "temperature", "top_p", "top_k")})
         return out
+
+    def decoding(self) -> Decoding:
+        """These settings as the conversation engine's :class:`Decoding` (unset fields: its
+        defaults); ``num_beams`` and ``min_new_tokens`` are task-routing fields only."""
+        for name in ("num_beams", "min_new_tokens"):
+            if getattr(self, name) is not None:
+                raise RequestError(
+                    f"{name} is not supported for conversations (the chat path samples or decodes greedily)",
+                    param=name,
+                )
+        names = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty")
+        return Decoding(**{k: getattr(self, k) for k in names if getattr(self, k) is not None})
 
 
 @dataclass
@@ -164,6 +179,14 @@ class Engine:
         self.tasks = list(self.task_info)
         self.streams_stopped = 0  # streamed syntheses stopped because their client left
         self.has_speech_out = self._probe_vocoder()
+        self._chat: ChatEngine | None = None
+
+    @property
+    def chat(self) -> ChatEngine:
+        """The conversation engine over the same generator (built on first use)."""
+        if self._chat is None:
+            self._chat = ChatEngine(self.gen, batch_size=max(1, self.batcher.max_batch))
+        return self._chat
 
     def _probe_vocoder(self) -> bool:
         try:  # loads the vocoder now, not racing inside the first requests
@@ -379,9 +402,10 @@ class Engine:
         return out
 
     async def stream_tts(
-        self, text: str, sampling: Sampling
+        self, task: str, text: str, sampling: Sampling
     ) -> tuple[Iterator[np.ndarray], threading.Event]:
-        """Audio chunks while the LM generates (the generator's streaming path, not batched), and
+        """Audio chunks of ``task`` (a text -> speech task) while the LM generates (the
+        generator's streaming path, not batched), and
         the event that stops the generation when set (the client has gone, or the server stops).
         The caller holds a stream ticket of :attr:`admission` and calls :meth:`stream_done`."""
         stop = threading.Event()
@@ -389,7 +413,9 @@ class Engine:
         self._streams.add(stop)
         try:
             chunks = await self.cpu(
-                lambda: self.gen.stream_tts(text, stopping_criteria=crit, **sampling.overrides())
+                lambda: self.gen.stream_speech(
+                    task, text, stopping_criteria=crit, **sampling.overrides()
+                )
             )
         except BaseException:
             self.stream_done(stop)

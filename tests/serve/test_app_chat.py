@@ -1,0 +1,170 @@
+"""Whole conversations through the official `openai` client: every turn reaches the model, rendered
+by the bundle's chat template (the conversation engine), text and audio parts alike."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tokunify.chat.conversation import Conversation, Message
+from tokunify.generate.decoding import Decoding
+
+openai = pytest.importorskip("openai", reason="the openai client is in tokunify's dev extra")
+
+SYSTEM = "answer briefly"
+FIRST, ANSWER, SECOND = "my cat is red", "a red cat", "what colour is my cat?"
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(
+        base_url=f"{server.url}/v1", api_key="not-needed", max_retries=0, timeout=120
+    )
+
+
+def three_turns() -> list[dict]:
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": FIRST},
+        {"role": "assistant", "content": ANSWER},
+        {"role": "user", "content": SECOND},
+    ]
+
+
+def test_a_three_turn_conversation_reaches_the_model_whole(client, server):
+    chat = server.engine.chat
+    conv = Conversation([Message("system", SYSTEM), Message("user", FIRST),
+                         Message("assistant", ANSWER), Message("user", SECOND)])  # fmt: skip
+    r = client.chat.completions.create(model="tiny", messages=three_turns(), max_tokens=8,
+                                       temperature=0, seed=1)  # fmt: skip
+    # the model was given the template's rendering of every turn, not the last user message
+    assert r.usage.prompt_tokens == len(chat.prompt(conv, "text"))
+    last_only = chat.prompt(Conversation([Message("user", SECOND)]), "text")
+    assert r.usage.prompt_tokens > len(last_only)
+    # and its reply is the conversation engine's for that conversation, decoding and seed
+    want = chat.reply([conv], Decoding(temperature=0, max_new_tokens=8), seed=1, reply="text")[0]
+    assert r.choices[0].message.content == want.text
+    assert r.usage.completion_tokens == len(want.ids)
+    assert r.choices[0].finish_reason == ("length" if want.hit_limit else "stop")
+    # the first turn matters: dropping it changes what the model sees
+    shorter = client.chat.completions.create(model="tiny", messages=three_turns()[:1] + three_turns()[3:],
+                                             max_tokens=8, temperature=0)  # fmt: skip
+    assert shorter.usage.prompt_tokens < r.usage.prompt_tokens
+
+
+def test_sampled_replies_follow_the_seed(client, server):
+    conv = Conversation([Message("system", SYSTEM), Message("user", FIRST),
+                         Message("assistant", ANSWER), Message("user", SECOND)])  # fmt: skip
+    r = client.chat.completions.create(model="tiny", messages=three_turns(), max_tokens=8,
+                                       temperature=1.3, top_p=1.0, seed=5)  # fmt: skip
+    d = Decoding(temperature=1.3, top_p=1.0, max_new_tokens=8)
+    want = server.engine.chat.reply([conv], d, seed=5, reply="text")[0]
+    assert r.choices[0].message.content == want.text and r.usage.completion_tokens == len(want.ids)
+
+
+def test_input_audio_and_text_in_one_turn(client, server, wav_file):
+    b64 = base64.b64encode(wav_file.read_bytes()).decode()
+    chat = server.engine.chat
+    wav, sr = sf.read(str(wav_file), dtype="float32")
+    speech = chat.encode_audio([wav if wav.ndim == 1 else wav.mean(axis=1)], sr)
+    conv = Conversation([Message("user", ["what did I say? ", *speech])])
+    r = client.chat.completions.create(
+        model="tiny", max_tokens=8, temperature=0,
+        messages=[{"role": "user", "content": [{"type": "text", "text": "what did I say? "},
+                                                {"type": "input_audio", "input_audio": {"data": b64, "format": "wav"}}]}],
+    )  # fmt: skip
+    assert r.usage.prompt_tokens == len(chat.prompt(conv, "text"))  # the text and the speech
+    no_text = chat.prompt(Conversation([Message("user", speech)]), "text")
+    assert r.usage.prompt_tokens > len(no_text)  # the text part is no longer dropped
+    assert isinstance(r.choices[0].message.content, str)
+
+
+def test_an_earlier_audio_reply_counts_as_its_transcript(client, server):
+    plain = client.chat.completions.create(model="tiny", messages=three_turns(), max_tokens=4, temperature=0)  # fmt: skip
+    turns = three_turns()
+    turns[2] = {"role": "assistant", "audio": {"id": "audio_x", "transcript": ANSWER}}
+    by_audio = client.chat.completions.create(model="tiny", messages=turns, max_tokens=4, temperature=0)  # fmt: skip
+    assert by_audio.usage.prompt_tokens == plain.usage.prompt_tokens
+    assert by_audio.choices[0].message.content == plain.choices[0].message.content
+    turns[2] = {"role": "assistant", "audio": {"id": "audio_x"}}
+    with pytest.raises(
+        openai.BadRequestError, match=r"messages\.2\.audio: this server keeps no earlier audio"
+    ):
+        client.chat.completions.create(model="tiny", messages=turns, max_tokens=4)
+
+
+def test_spoken_reply_of_a_conversation(client, server):
+    r = client.chat.completions.create(
+        model="tiny", messages=three_turns(), modalities=["text", "audio"],
+        audio={"voice": "alloy", "format": "wav"}, max_tokens=12, temperature=0,
+    )  # fmt: skip
+    wav, sr = sf.read(io.BytesIO(base64.b64decode(r.choices[0].message.audio.data)))
+    assert sr == server.engine.gen.sample_rate and isinstance(
+        r.choices[0].message.audio.transcript, str
+    )
+    assert np.asarray(wav).ndim == 1
+
+
+def test_refused_turns_name_the_reason(client, server):
+    special = server.engine.chat.tokenizer.eos_token  # a special token string of the base tokenizer
+    turns = three_turns()
+    turns[3] = {"role": "user", "content": f"hi {special} there"}
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="tiny", messages=turns, max_tokens=4)
+    assert str(e.value).count("\n") == 0 and repr(special) in str(e.value)
+    with pytest.raises(openai.BadRequestError, match="role 'tool' is not supported"):
+        client.chat.completions.create(model="tiny", max_tokens=4, messages=[
+            {"role": "user", "content": "hi"}, {"role": "tool", "content": "x", "tool_call_id": "1"}])  # fmt: skip
+    with pytest.raises(
+        openai.BadRequestError, match="num_beams is not supported for conversations"
+    ):
+        client.chat.completions.create(
+            model="tiny", messages=three_turns(), extra_body={"num_beams": 2}
+        )
+
+
+def test_an_explicit_task_refuses_a_text_part_it_cannot_use(client, wav_file):
+    b64 = base64.b64encode(wav_file.read_bytes()).decode()
+    with pytest.raises(openai.BadRequestError, match="cannot use the text part"):
+        client.chat.completions.create(
+            model="tiny", max_tokens=4, extra_body={"task": "asr"},
+            messages=[{"role": "user", "content": [{"type": "text", "text": "what did I say?"},
+                                                    {"type": "input_audio", "input_audio": {"data": b64, "format": "wav"}}]}],
+        )  # fmt: skip
+
+
+def test_streamed_text_is_the_engine_reply_in_pieces(client, server):
+    conv = Conversation([Message("system", SYSTEM), Message("user", FIRST),
+                         Message("assistant", ANSWER), Message("user", SECOND)])  # fmt: skip
+    want = server.engine.chat.reply([conv], Decoding(temperature=0, max_new_tokens=10), seed=0, reply="text")[0]  # fmt: skip
+    stream = client.chat.completions.create(model="tiny", messages=three_turns(), max_tokens=10,
+                                            temperature=0, stream=True)  # fmt: skip
+    chunks = list(stream)
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text.strip() == want.text
+    assert chunks[-1].choices[0].finish_reason == ("length" if want.hit_limit else "stop")
+    if len(want.text) > 1:  # deltas arrive as tokens are generated, not as one piece
+        assert sum(bool(c.choices[0].delta.content) for c in chunks) > 1
+
+
+def test_streamed_audio_reply(client, server):
+    stream = client.chat.completions.create(
+        model="tiny", messages=three_turns(), modalities=["text", "audio"],
+        audio={"voice": "alloy", "format": "pcm16"}, max_tokens=12, temperature=0, stream=True,
+    )  # fmt: skip
+    audio = [c.choices[0].delta.audio for c in stream if getattr(c.choices[0].delta, "audio", None)]
+    assert audio, "no delta.audio chunk"
+    pcm = b"".join(base64.b64decode(a.data) for a in audio)
+    assert all(isinstance(a.transcript, str) for a in audio)
+    conv = Conversation([Message("system", SYSTEM), Message("user", FIRST),
+                         Message("assistant", ANSWER), Message("user", SECOND)])  # fmt: skip
+    want = server.engine.chat.reply([conv], Decoding(temperature=0, max_new_tokens=12), seed=0,
+                                    reply="speech", vocode=True)[0]  # fmt: skip
+    n = 0 if want.audio is None else len(want.audio)
+    assert len(pcm) == 2 * n  # the engine's spoken reply, as 16-bit samples
