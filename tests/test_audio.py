@@ -51,7 +51,6 @@ def test_a_segment_end_rounded_past_the_file_is_cut_to_it(stereo):
         (2.0, None, "outside the file"),
         (0.0, 3.0, "outside the file"),
         (0.5, 1.6, "outside the file"),  # more than MAX_OVERSHOOT_S past the end
-        (1.0, None, "outside the file"),  # starts at the last sample
     ],
 )
 def test_bad_segments(stereo, start, end, reason):

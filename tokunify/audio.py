@@ -39,7 +39,7 @@ def _header(p: Path, start: float | None, end: float | None) -> tuple[int, int, 
     b = round(end * sr) if end is not None else -1
     if end is not None and b <= a:
         raise AudioError(f"{p}: end {end} s is not after start {start or 0} s")
-    if a >= info.frames or (end is not None and b > info.frames + round(MAX_OVERSHOOT_S * sr)):
+    if a > info.frames or (end is not None and b > info.frames + round(MAX_OVERSHOOT_S * sr)):
         raise AudioError(
             f"{p}: segment [{start or 0}, {end}] s lies outside the file ({info.frames / sr:.3f} s)"
         )
