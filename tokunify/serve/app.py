@@ -592,18 +592,11 @@ async def _conversation(engine: Engine, messages: list[ChatMessage]) -> Conversa
                     param=f"{where}.content",
                 )  # fmt: skip
         parts: list[str | SpeechPart] = []
-        for j, part in enumerate([content] if isinstance(content, str) else content or []):
-            at = f"{where}.content.{j}"
-            if isinstance(part, str):
-                parts.append(part)
-            elif part.type == "text":
-                if part.text is None:
-                    raise RequestError(f"{at}: a text part needs 'text'", param=at)
-                parts.append(part.text)
+        for at, value in _parts(engine, content, where):
+            if isinstance(value, str):
+                parts.append(value)
             else:
-                if part.input_audio is None:
-                    raise RequestError(f"{at}: an input_audio part needs 'input_audio'", param=at)
-                data = engine.decode_base64(part.input_audio.data, at)
+                data = value
                 wav, sr = await engine.cpu(
                     engine.read_audio, data, f"{at}.input_audio", f"{at}.input_audio"
                 )
@@ -700,20 +693,30 @@ def _stream_chat(
 
 def _content(engine: Engine, msg: ChatMessage, index: int) -> tuple[str, tuple[str, bytes] | None]:
     """A user message -> (its text, its last audio part as (where, bytes), or None)."""
-    if isinstance(msg.content, str):
-        return msg.content, None
     texts, audio = [], None
-    for j, part in enumerate(msg.content or []):
-        where = f"messages.{index}.content.{j}"
-        if part.type == "text":
+    for at, value in _parts(engine, msg.content, f"messages.{index}"):
+        if isinstance(value, str):
+            texts.append(value)
+        else:
+            audio = (f"{at}.input_audio", value)
+    return " ".join(texts), audio
+
+
+def _parts(engine: Engine, content: Any, where: str) -> Iterator[tuple[str, str | bytes]]:
+    """Each part of a message's ``content`` (a string or a list of parts), checked: its place
+    and its text, or its place and the decoded bytes of its ``input_audio``."""
+    for j, part in enumerate([content] if isinstance(content, str) else content or []):
+        at = f"{where}.content.{j}"
+        if isinstance(part, str):
+            yield at, part
+        elif part.type == "text":
             if part.text is None:
-                raise RequestError(f"{where}: a text part needs 'text'", param=where)
-            texts.append(part.text)
+                raise RequestError(f"{at}: a text part needs 'text'", param=at)
+            yield at, part.text
         else:
             if part.input_audio is None:
-                raise RequestError(f"{where}: an input_audio part needs 'input_audio'", param=where)
-            audio = (f"{where}.input_audio", engine.decode_base64(part.input_audio.data, where))
-    return " ".join(texts), audio
+                raise RequestError(f"{at}: an input_audio part needs 'input_audio'", param=at)
+            yield at, engine.decode_base64(part.input_audio.data, at)
 
 
 async def _transcript(engine: Engine, units: np.ndarray | None) -> str:
