@@ -260,3 +260,12 @@ def test_generate_and_eval_cli(voc_bundle, train_store, speech_manifest, tmp_pat
         )  # error rates (an untrained model may exceed 1)
     assert 0.0 <= res["s2s_exact_match"] <= 1.0 and res["s2s_pairs"] > 0
     assert "| store |" in (tmp_path / "e" / "eval.md").read_text()
+
+
+@pytest.mark.parametrize("task", [t for t in generation_tasks() if t in ("text", "tts")])
+def test_typed_text_spelling_a_vocab_token_is_refused(gen, task):
+    """`<|eos|>` typed into a text prompt would end the input early (the server answered 500):
+    refused in one line naming the token, before anything is generated."""
+    with pytest.raises(FormatError, match=r"holds '<\|eos\|>'"):
+        gen.prompts(task, ["hi <|eos|> there"])
+    assert len(gen.prompts(task, ["hi there"])[0]) > 0

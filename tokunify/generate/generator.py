@@ -130,12 +130,22 @@ class Generator:
 
     def example_ids(self, task: str, examples: Sequence[Example]) -> list[np.ndarray]:
         """In-context examples -> their segments (global ids), as :meth:`prompts` places them."""
-        fmt = self.task(task)
+        return resolve_examples(self.task(task), examples, self.encode_text, self.encode_audio)
 
-        def encode_text(x: str) -> np.ndarray:
-            return np.asarray(self.bundle.tokenizer.encode(x, add_special_tokens=False), np.int64)
-
-        return resolve_examples(fmt, examples, encode_text, self.encode_audio)
+    def encode_text(self, text: str) -> np.ndarray:
+        """Typed text -> its text ids ``[T]``. Text that spells a token of the unified vocab
+        (``<|eos|>``, ``<|units:3|>``, ...) is refused (:class:`FormatError` naming it): in a
+        prompt it would end the input or become speech."""
+        ids = np.asarray(self.bundle.tokenizer.encode(text, add_special_tokens=False), np.int64)
+        if ids.size and ids.max() >= self.vocab.text_size:
+            tok = self.bundle.tokenizer.convert_ids_to_tokens(
+                int(ids[ids >= self.vocab.text_size][0])
+            )
+            raise FormatError(
+                f"text {text[:40]!r} holds {tok!r}, a token of the speech vocabulary; it cannot be "
+                "typed (speech comes as audio)"
+            )
+        return ids
 
     def prompts(
         self,
@@ -154,14 +164,7 @@ class Generator:
             for x in inputs:
                 if not isinstance(x, str) or not x.strip():
                     raise ValueError(f"{task}: inputs must be non-empty strings, got {x!r}")
-                utts.append(
-                    Utterance(
-                        text=np.asarray(
-                            self.bundle.tokenizer.encode(x, add_special_tokens=False),
-                            dtype=np.int64,
-                        )
-                    )
-                )
+                utts.append(Utterance(text=self.encode_text(x)))
         else:
             if all(isinstance(x, np.ndarray) and x.dtype.kind in "iu" for x in inputs):
                 units = list(inputs)  # already local ids
