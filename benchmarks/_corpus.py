@@ -38,7 +38,7 @@ def speech(
     """``n`` espeak utterances of 6..max_words words, resampled to ``sample_rate``."""
     import soxr
 
-    from tokunify.corpus.espeak import Espeak
+    from tokunify.data.corpus.espeak import Espeak
 
     engine, rng, voices = Espeak(), np.random.default_rng(0), voices or VOICES
     out = []
@@ -59,8 +59,8 @@ def build_store(
     import yaml
 
     from tokunify.cli import main
-    from tokunify.corpus.espeak import Espeak
-    from tokunify.manifest import Entry, write_manifest
+    from tokunify.data.corpus.espeak import Espeak
+    from tokunify.data.manifest import Entry, write_manifest
     from tokunify.tokenizers.text import train_sentencepiece
 
     rng = np.random.default_rng(0)

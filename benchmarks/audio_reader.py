@@ -19,9 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _corpus import build_store
 
-from tokunify.audio import read_many
 from tokunify.cli import main as cli
-from tokunify.manifest import read_manifest
+from tokunify.data.audio import read_many
+from tokunify.data.manifest import read_manifest
 
 
 def main() -> None:

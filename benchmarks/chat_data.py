@@ -36,18 +36,18 @@ def main() -> None:
     args = ap.parse_args()
     from _corpus import build_store
 
-    from tokunify.chat.conversation import (
+    from tokunify.core.vocab import UnifiedVocab, units_stream
+    from tokunify.data.store import TokenStore
+    from tokunify.model.extend import add_vocab_tokens
+    from tokunify.tasks.conversation import (
         Conversation,
         Message,
         SpeechPart,
         write_conversation_store,
     )
-    from tokunify.extend import add_vocab_tokens
-    from tokunify.store import TokenStore
     from tokunify.tokenizers.text import load_text_tokenizer
     from tokunify.train.config import DataConfig
     from tokunify.train.data import Formatter, RecordSource, TaskData
-    from tokunify.vocab import UnifiedVocab, units_stream
 
     work = Path(tempfile.mkdtemp())
     paths = build_store(work, n_utts=args.utterances, k=100)

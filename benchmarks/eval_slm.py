@@ -17,9 +17,9 @@ import time
 import numpy as np
 import torch
 
-from tokunify.extend import scratch_model
-from tokunify.slm.scoring import Conventions, pair_scores, score_sequences, speech_sequence
-from tokunify.vocab import UnifiedVocab, units_stream
+from tokunify.core.vocab import UnifiedVocab, units_stream
+from tokunify.eval.slm.scoring import Conventions, pair_scores, score_sequences, speech_sequence
+from tokunify.model.extend import scratch_model
 
 
 def main() -> None:

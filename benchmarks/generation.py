@@ -21,9 +21,9 @@ import types
 import torch
 from transformers import LogitsProcessorList
 
-from tokunify.extend import scratch_model
+from tokunify.core.vocab import UnifiedVocab, units_stream
 from tokunify.generate.constraints import ModalityConstraint
-from tokunify.vocab import UnifiedVocab, units_stream
+from tokunify.model.extend import scratch_model
 from tokunify.vocoder import CodeHiFiGAN, CodeHiFiGANConfig, UnitVocoder
 
 

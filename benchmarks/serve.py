@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from _corpus import WORDS
 
-from tokunify.bundle import attach_vocoder
 from tokunify.cli import main as cli
+from tokunify.model.bundle import attach_vocoder
 from tokunify.serve.commands import build_app
 from tokunify.serve.config import ServeArgs
 from tokunify.tokenizers.text import train_sentencepiece
@@ -58,8 +58,8 @@ def unit_tokenizer(root: Path, n_utts: int = 40) -> tuple[Path, bytes]:
     import soundfile as sf
     import yaml
 
-    from tokunify.corpus.espeak import Espeak
-    from tokunify.manifest import Entry, write_manifest
+    from tokunify.data.corpus.espeak import Espeak
+    from tokunify.data.manifest import Entry, write_manifest
 
     (root / "wavs").mkdir(parents=True, exist_ok=True)
     engine, entries = Espeak(), []

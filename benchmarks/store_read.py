@@ -28,14 +28,14 @@ def main() -> None:
     args = ap.parse_args()
     from _corpus import build_store
 
-    from tokunify.extend import add_vocab_tokens, scratch_model
-    from tokunify.store import TokenStore
+    from tokunify.core.vocab import UnifiedVocab, units_stream
+    from tokunify.data.store import TokenStore
+    from tokunify.model.extend import add_vocab_tokens, scratch_model
     from tokunify.tokenizers.text import load_text_tokenizer
     from tokunify.train import attention
     from tokunify.train.config import DataConfig
     from tokunify.train.data import Formatter, RecordSource, TaskData
     from tokunify.train.loop import forward, token_losses
-    from tokunify.vocab import UnifiedVocab, units_stream
 
     paths = build_store(Path(tempfile.mkdtemp()), n_utts=args.utterances, k=100)
     root = paths["store"]

@@ -2,10 +2,10 @@
 
 The same text documents become speech tokens two ways:
 
-- real (the baseline): espeak-ng audio (:class:`tokunify.corpus.espeak.Espeak`, one training
-  voice per document), then ``tokenize`` (:func:`tokunify.tokenize_job.run_tokenize`) with the
+- real (the baseline): espeak-ng audio (:class:`tokunify.data.corpus.espeak.Espeak`, one training
+  voice per document), then ``tokenize`` (:func:`tokunify.tokenize.commands.run_tokenize`) with the
   bundle's unit tokenizer;
-- synthetic: ``synth-interleave`` (:func:`tokunify.generate.synth_interleave.run_synth_interleave`)
+- synthetic: ``synth-interleave`` (:func:`tokunify.synth.interleave.run_synth_interleave`)
   at speech ratio 1 (every word spoken, one span per document), units from the TTS bundle, with
   TTS batch 1 and the default batch.
 
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 def documents(setup: Path, n: int) -> list[str]:
     """``n`` documents: the setup's fact documents, then grammar statements."""
-    from tokunify.corpus.grammar import Grammar
+    from tokunify.data.corpus.grammar import Grammar
 
     docs = (setup / "corpus" / "docs_text.txt").read_text().split("\n")
     docs = [d for d in docs if d.strip()]
@@ -44,11 +44,11 @@ def real_path(docs: list[str], setup: Path, work: Path) -> dict[str, float]:
     """espeak audio + ``tokenize``: wall seconds of each and the units they give."""
     import soundfile as sf
 
-    from tokunify.corpus.espeak import Espeak
-    from tokunify.corpus.synth import TRAIN_VOICES
-    from tokunify.manifest import Entry, write_manifest
-    from tokunify.store import TokenStore
-    from tokunify.tokenize_job import TokenizeArgs, run_tokenize
+    from tokunify.data.corpus.espeak import Espeak
+    from tokunify.data.corpus.synth import TRAIN_VOICES
+    from tokunify.data.manifest import Entry, write_manifest
+    from tokunify.data.store import TokenStore
+    from tokunify.tokenize.commands import TokenizeArgs, run_tokenize
 
     t0 = time.perf_counter()
     engine, entries, seconds = Espeak(), [], 0.0
@@ -70,7 +70,7 @@ def real_path(docs: list[str], setup: Path, work: Path) -> dict[str, float]:
 
 
 def synthetic_path(docs: list[str], setup: Path, work: Path, batch: int, device: str) -> dict[str, float]:  # fmt: skip
-    from tokunify.generate.synth_interleave import SynthInterleaveArgs, run_synth_interleave
+    from tokunify.synth.interleave import SynthInterleaveArgs, run_synth_interleave
 
     text = work / "docs.txt"
     text.write_text("".join(d + "\n" for d in docs))

@@ -1,6 +1,6 @@
 """Issue 16's A/B: do synthetic interleaved documents of text-only facts lift spoken QA (toy scale)?
 
-The corpus grammar's question-answer facts (:mod:`tokunify.corpus.facts`) are split into A and B.
+The corpus grammar's question-answer facts (:mod:`tokunify.data.corpus.facts`) are split into A and B.
 A is spoken (espeak, training voices: ASR, TTS, S2S question -> answer pairs, real interleaving);
 A and B are both in a text-only corpus (one "question answer" document per fact, trained with the
 ``synth_interleave`` task at speech ratio 0, i.e. as plain text documents). Two models, same
@@ -12,7 +12,7 @@ initialisation, steps, batch and sequence length (so the same number of training
 
 Both are scored on B facts (and, for reference, on A facts) with questions spoken by a held-out
 voice. Each question is multiple choice over every answer of its kind (21 numbers, 20 numbers,
-7 colors, 5 leg counts), by mean log-likelihood (:func:`tokunify.slm.scoring.score_sequences`):
+7 colors, 5 leg counts), by mean log-likelihood (:func:`tokunify.eval.slm.scoring.score_sequences`):
 
 - ``S2S``: spoken question -> spoken answer candidates (held-out voice), the s2s task (the
   spoken-QA task both models learn from A);
@@ -44,8 +44,8 @@ import numpy as np
 import yaml
 
 from tokunify.cli import main as cli
-from tokunify.corpus.facts import Fact, all_facts, candidates, split_facts
-from tokunify.vocab import DEFAULT_TASKS
+from tokunify.core.vocab import DEFAULT_TASKS
+from tokunify.data.corpus.facts import Fact, all_facts, candidates, split_facts
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "tiny": dict(facts_per_kind=2, statements=8, voices=2, fact_voices=1, text_vocab=320, k=16,
@@ -89,10 +89,10 @@ def build_corpus(work: Path, s: dict[str, Any]) -> dict[str, Any]:
     every candidate answer, held-out voice) and the text documents."""
     import soundfile as sf
 
-    from tokunify.corpus.espeak import Espeak
-    from tokunify.corpus.grammar import Grammar
-    from tokunify.corpus.synth import HELDOUT_VOICE, TRAIN_VOICES, _speak
-    from tokunify.manifest import write_manifest
+    from tokunify.data.corpus.espeak import Espeak
+    from tokunify.data.corpus.grammar import Grammar
+    from tokunify.data.corpus.synth import HELDOUT_VOICE, TRAIN_VOICES, _speak
+    from tokunify.data.manifest import write_manifest
 
     facts, a, b = facts_for(s)
     corpus = work / "corpus"
@@ -160,7 +160,7 @@ def build_setup(work: Path, s: dict[str, Any], times: dict[str, float]) -> dict[
                                      str(work / "stores" / "synth"), "--speech-ratio", str(s["ratio"]),
                                      "--verify-fraction", str(s["verify"]), "--max-units-per-word",
                                      str(s["units_per_word"]), "--no-progress"], times)  # fmt: skip
-    from tokunify.corpus.synth import TRAIN_VOICES
+    from tokunify.data.corpus.synth import TRAIN_VOICES
 
     step("minimal pairs", ["synth-minimal-pairs", "--out", str(work / "pairs"), "--exclude", str(corpus / "train_texts.txt"),
                            "--voices", *TRAIN_VOICES[:2], "--lexical", str(s["lexical"]), "--syntactic", "1",
@@ -185,8 +185,8 @@ def train(work: Path, s: dict[str, Any], name: str, stores: list[Path], mixture:
 # ---- scoring ------------------------------------------------------------------------------------
 def pair_sequence(vocab: Any, task: str, context: tuple[str, np.ndarray], ending: tuple[str, np.ndarray]) -> Any:  # fmt: skip
     """``[bos, task:T, SEG(context), SEG(ending)]``, the ending's body scored."""
-    from tokunify.formats import encode_segment
-    from tokunify.slm.scoring import ScoredSequence
+    from tokunify.eval.slm.scoring import ScoredSequence
+    from tokunify.tasks import encode_segment
 
     head = np.array([vocab.bos, vocab.task(task)], dtype=np.int64)
     a, b = encode_segment(vocab, *context), encode_segment(vocab, *ending)
@@ -197,8 +197,8 @@ def pair_sequence(vocab: Any, task: str, context: tuple[str, np.ndarray], ending
 def text_sequence(vocab: Any, task: str, question: np.ndarray, answer: np.ndarray) -> Any:
     """``[bos, task:T, text_start, question answer, text_end]``, the answer scored (a text-only
     document as the text corpus has them)."""
-    from tokunify.formats import encode_segment
-    from tokunify.slm.scoring import ScoredSequence
+    from tokunify.eval.slm.scoring import ScoredSequence
+    from tokunify.tasks import encode_segment
 
     head = np.array([vocab.bos, vocab.task(task)], dtype=np.int64)
     ids = np.concatenate([head, encode_segment(vocab, "text", np.concatenate([question, answer]))])
@@ -209,8 +209,8 @@ def text_sequence(vocab: Any, task: str, question: np.ndarray, answer: np.ndarra
 def qa_accuracy(bundle_dir: Path, work: Path, data: dict[str, Any]) -> dict[str, float]:
     """Multiple-choice accuracy per set (A, B) and variant (S2S, S->T, T->T)."""
     import tokunify
-    from tokunify.slm.scoring import Conventions, score_sequences
-    from tokunify.store import TokenStore
+    from tokunify.data.store import TokenStore
+    from tokunify.eval.slm.scoring import Conventions, score_sequences
 
     b = tokunify.load(bundle_dir)
     vocab, tok, stream = b.vocab, b.tokenizer, b.vocab.default_stream

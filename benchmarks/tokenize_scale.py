@@ -41,8 +41,8 @@ def corpus(work: Path, n: int) -> tuple[Path, float]:
     import numpy as np
     import soundfile as sf
 
-    from tokunify.corpus.espeak import Espeak
-    from tokunify.manifest import Entry, write_manifest
+    from tokunify.data.corpus.espeak import Espeak
+    from tokunify.data.manifest import Entry, write_manifest
 
     rng, engine, entries, secs = np.random.default_rng(0), Espeak(), [], 0.0
     (work / "wavs").mkdir(parents=True, exist_ok=True)
@@ -104,7 +104,7 @@ def run(engine: list[str], manifest: Path, tok: Path, out: Path, chunk: int) -> 
 
 def same_store(a: Path, b: Path) -> str:
     """ "identical" (byte for byte), else how many utterances got other units than the baseline."""
-    from tokunify.store import TokenStore
+    from tokunify.data.store import TokenStore
 
     def files(d: Path) -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in d.iterdir() if not p.name.startswith(".")}
@@ -130,7 +130,7 @@ def main() -> None:
         hub_m.write_text("".join(mel_m.read_text().splitlines(True)[: a.hubert_utterances]))
         import soundfile as sf
 
-        from tokunify.manifest import read_manifest
+        from tokunify.data.manifest import read_manifest
 
         hub_s = sum(sf.info(str(e.audio)).duration for e in read_manifest(hub_m))
         cases = [("mel units", mel_m, mel_s, mel_tokenizer(work, mel_m), a.mel_utterances // 8),

@@ -32,7 +32,7 @@ import torch
 import yaml
 
 from tokunify.cli import main as cli
-from tokunify.manifest import read_manifest
+from tokunify.data.manifest import read_manifest
 
 CONFIGS = {
     "mfcc20+d+dd, cmvn (baseline)": ({"kind": "mfcc", "n_mfcc": 20, "deltas": True}, 0),
@@ -59,8 +59,8 @@ def pnmi_purity(units: np.ndarray, phones: np.ndarray) -> tuple[float, float]:
 
 
 def measure(tok, entries, n_resynth: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    from tokunify.audio import load as load_audio
-    from tokunify.generate.evaluate import unit_edit_error
+    from tokunify.data.audio import load as load_audio
+    from tokunify.eval.generative import unit_edit_error
     from tokunify.tokenizers.lda import frame_labels
     from tokunify.vocoder.unitmel import LogMelSpec, UnitMelConfig
 
@@ -169,7 +169,7 @@ def main() -> None:
     ap.add_argument("--ssl-model", default="tiny", help="train-ssl --model (preset or config file)")
     ap.add_argument("--only-baseline", action="store_true", help="skip the LDA rows")
     args = ap.parse_args()
-    from tokunify.corpus.synth import TRAIN_VOICES
+    from tokunify.data.corpus.synth import TRAIN_VOICES
     from tokunify.tokenizers.base import tokenizer_from_config
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -111,8 +111,8 @@ def speech_manifest(tmp_path_factory) -> Path:
     """A small espeak-ng corpus: wavs at espeak's native 22.05 kHz and a JSONL manifest with words."""
     import soundfile as sf
 
-    from tokunify.corpus.espeak import Espeak
-    from tokunify.manifest import Entry, write_manifest
+    from tokunify.data.corpus.espeak import Espeak
+    from tokunify.data.manifest import Entry, write_manifest
 
     root = tmp_path_factory.mktemp("speech")
     engine = Espeak()
@@ -199,7 +199,7 @@ def voc_bundle(train_bundle, tmp_path_factory) -> Path:
 
     import torch
 
-    from tokunify.bundle import attach_vocoder
+    from tokunify.model.bundle import attach_vocoder
     from tokunify.vocoder import CodeHiFiGAN, CodeHiFiGANConfig, save_codehifigan
 
     out = tmp_path_factory.mktemp("voc-bundle") / "bundle"

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tokunify.cli import COMMANDS, build_parser, parse_command
-from tokunify.config import ConfigError
+from tokunify.core.config import ConfigError
 
 
 def dummy(tp):  # type: ignore[no-untyped-def]

@@ -1,14 +1,18 @@
 """tokunify: discrete-token unified speech-text language models.
 
-Data flows one way::
+Data flows one way, and the packages are its layers (each imports only its own layer and lower ones)::
 
-    audio/text -> tokenizers -> unified token sequences (vocab + formats) -> token store
+    core -> data -> tasks | tokenizers -> model | tokenize -> vocoder -> train | generate
+         -> eval -> chat -> synth | serve -> demos -> cli
+
+    audio/text -> tokenizers -> unified token sequences (vocab + tasks) -> token store
               -> train -> self-describing bundle -> generate -> vocoder -> audio
 """
 
-__version__ = "0.1.0"
+from tokunify.core import __version__, compat
+from tokunify.core.vocab import StreamSpec, UnifiedVocab
+from tokunify.model.bundle import Bundle, BundleSpec, load
 
-from tokunify.bundle import Bundle, BundleSpec, load
-from tokunify.vocab import StreamSpec, UnifiedVocab
+compat.install()
 
 __all__ = ["Bundle", "BundleSpec", "StreamSpec", "UnifiedVocab", "__version__", "load"]

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from tokunify.chat.conversation import Conversation, Message, SpeechPart
 from tokunify.chat.engine import ChatEngine
 from tokunify.chat.session import ChatSession
-from tokunify.formats import FormatError, TTSFormat
 from tokunify.generate.decoding import Decoding, SeededSampler
+from tokunify.tasks import FormatError, TTSFormat
+from tokunify.tasks.conversation import Conversation, Message, SpeechPart
 
 HOT = Decoding(temperature=1.5, top_p=1.0, max_new_tokens=14)  # sample widely
 

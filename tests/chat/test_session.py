@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tokunify.chat.conversation import SpeechPart
-from tokunify.chat.instructions import InstructionPool, instruction_conversation
 from tokunify.chat.session import ChatSession
-from tokunify.chat.templates import DefaultTemplate
 from tokunify.generate.decoding import Decoding
+from tokunify.tasks.conversation import SpeechPart
+from tokunify.tasks.instructions import InstructionPool, instruction_conversation
+from tokunify.tasks.templates import DefaultTemplate
 
 WAV = "wavs/u1_0.wav"  # in the speech_manifest fixture's directory
 
@@ -104,8 +104,8 @@ def test_a_base_model_with_its_own_chat_template_chats(tmp_path):
     from chat_helpers import base_tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tokunify.chat.templates import Llama3Template
     from tokunify.cli import main
+    from tokunify.tasks.templates import Llama3Template
 
     base = tmp_path / "base"
     t = base_tokenizer("llama3")

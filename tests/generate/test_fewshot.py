@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from tokunify.cli import main
-from tokunify.formats import FormatError, parse_sequence
+from tokunify.data.store import TokenStore
 from tokunify.generate.fewshot import Example, examples_from_store
 from tokunify.generate.generator import Generator
-from tokunify.store import TokenStore
+from tokunify.tasks import FormatError, parse_sequence
 
 MAX_NEW = 12
 

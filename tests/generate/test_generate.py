@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from tokunify.cli import main
-from tokunify.formats import FormatError, generation_tasks
+from tokunify.core.vocab import UnifiedVocab, VocabError, codec_stream
 from tokunify.generate.constraints import ModalityConstraint
 from tokunify.generate.generator import Generator
-from tokunify.vocab import UnifiedVocab, VocabError, codec_stream
+from tokunify.tasks import FormatError, generation_tasks
 
 HOT = {
     "do_sample": True,
@@ -46,7 +46,7 @@ def test_constrained_tasks_emit_only_allowed_ids(gen, speech_manifest):
 @pytest.mark.parametrize("layout", ["flatten", "delay", "first"])
 def test_codec_layout_constraints(layout):
     """Sampled from uniform logits under the constraint, codec sequences always parse back."""
-    from tokunify.formats import parse_stream_body
+    from tokunify.tasks import parse_stream_body
 
     v = UnifiedVocab(50, (codec_stream("codec", 3, 8, layout),))
     n_q = 1 if layout == "first" else 3

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tokunify.chat.conversation import Conversation, Message
 from tokunify.generate.decoding import Decoding
+from tokunify.tasks.conversation import Conversation, Message
 
 openai = pytest.importorskip("openai", reason="the openai client is in tokunify's dev extra")
 

@@ -139,10 +139,10 @@ def test_toy_kind_through_tokenize_extend_and_decode(
     toy_kinds, speech_manifest, sp_dir, tmp_path, capsys
 ):
     import tokunify
-    from tokunify.bundle import BundleError
     from tokunify.cli import main
+    from tokunify.data.store import TokenStore
     from tokunify.generate.generator import Generator
-    from tokunify.store import TokenStore
+    from tokunify.model.bundle import BundleError
     from tokunify.vocoder.codec import CodecVocoder
 
     codec_cfg = write_cfg(tmp_path / "toy.yaml", "toy_energy")

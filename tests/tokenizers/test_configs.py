@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import SSL_COMMON, build_codec
 
-from tokunify.config import read_data_file
+from tokunify.core.config import read_data_file
 from tokunify.tokenizers.base import tokenizer_class, tokenizer_from_config
 from tokunify.tokenizers.kmeans import KMeans
 

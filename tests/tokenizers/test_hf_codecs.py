@@ -165,9 +165,9 @@ def test_tokenize_train_generate_decode(kind, layout, codec_stores, sp_dir, tmp_
 
     import tokunify
     from tokunify.cli import main
-    from tokunify.config import from_dict
+    from tokunify.core.config import from_dict
+    from tokunify.data.store import TokenStore
     from tokunify.generate.generator import Generator
-    from tokunify.store import TokenStore
     from tokunify.train.config import TrainConfig
     from tokunify.train.loop import run_train
     from tokunify.vocoder.codec import CodecVocoder

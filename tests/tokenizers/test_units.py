@@ -10,9 +10,9 @@ import torch
 import yaml
 from transformers import AutoModel
 
-from tokunify.audio import AudioError
 from tokunify.cli import main
-from tokunify.manifest import read_manifest
+from tokunify.data.audio import AudioError
+from tokunify.data.manifest import read_manifest
 from tokunify.tokenizers.base import dedup, tokenizer_from_config
 from tokunify.tokenizers.features import MelConfig, MelFeatures, SSLFeatures
 from tokunify.tokenizers.kmeans import KMeans

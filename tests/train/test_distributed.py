@@ -13,7 +13,7 @@ import torch
 from helpers import write_config
 from safetensors.torch import load_file
 
-from tokunify.config import from_dict, read_data_file
+from tokunify.core.config import from_dict, read_data_file
 from tokunify.train.config import TrainConfig
 from tokunify.train.loop import check_sharding, reset_single_process_accelerator, run_train
 

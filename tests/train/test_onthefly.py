@@ -9,7 +9,7 @@ from helpers import write_config
 
 import tokunify
 from tokunify.cli import main
-from tokunify.store import TokenStore
+from tokunify.data.store import TokenStore
 from tokunify.train.onthefly import manifest_stores
 
 

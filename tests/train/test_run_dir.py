@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from helpers import write_config
 
-from tokunify.config import from_dict, read_data_file
-from tokunify.fsio import LockedError, exclusive_lock
-from tokunify.store import StoreError, StoreMeta, TokenStore, write_chunk
+from tokunify.core.config import from_dict, read_data_file
+from tokunify.core.fsio import LockedError, exclusive_lock
+from tokunify.data.store import StoreError, StoreMeta, TokenStore, write_chunk
 from tokunify.train import data as train_data
 from tokunify.train.config import TrainConfig
 from tokunify.train.loop import LOCK_FILE, config_changes, run_train

@@ -16,7 +16,7 @@ import yaml
 from safetensors.torch import load_file
 
 from tokunify.cli import main
-from tokunify.config import from_dict, read_data_file
+from tokunify.core.config import from_dict, read_data_file
 from tokunify.train.ssl import (
     PRESETS,
     Corpus,
@@ -72,8 +72,8 @@ def test_align_targets_maps_frame_starts():
 
 
 def test_frame_units_undo_dedup(unit_tokenizer, speech_manifest):
-    from tokunify.audio import load
-    from tokunify.manifest import read_manifest
+    from tokunify.data.audio import load
+    from tokunify.data.manifest import read_manifest
     from tokunify.tokenizers.base import tokenizer_from_config
 
     cfg = read_data_file(unit_tokenizer)

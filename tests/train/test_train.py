@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 
 import tokunify
 from tokunify.cli import main
-from tokunify.config import from_dict, read_data_file
-from tokunify.store import StoreError
+from tokunify.core.config import from_dict, read_data_file
+from tokunify.data.store import StoreError
 from tokunify.tokenizers.base import TOKENIZERS
 from tokunify.train.config import TrainConfig
 from tokunify.train.loop import run_train

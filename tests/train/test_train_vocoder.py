@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tokunify.store import TokenStore
+from tokunify.data.store import TokenStore
 from tokunify.train.vocoder import ARCHS, VocoderTrainConfig
 from tokunify.train.vocoder.data import stream_sample_rate
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from tokunify.audio import load as load_audio
-from tokunify.bundle import attach_vocoder
+from tokunify.data.audio import load as load_audio
+from tokunify.data.manifest import read_manifest
 from tokunify.generate.generator import Generator
-from tokunify.manifest import read_manifest
+from tokunify.model.bundle import attach_vocoder
 from tokunify.vocoder import UnitMel, UnitMelConfig, UnitVocoder
 from tokunify.vocoder.unitmel import LogMelSpec
 

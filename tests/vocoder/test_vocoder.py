@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tokunify.bundle import BundleError, attach_vocoder
+from tokunify.model.bundle import BundleError, attach_vocoder
 from tokunify.vocoder import (
     CodeHiFiGAN,
     CodeHiFiGANConfig,

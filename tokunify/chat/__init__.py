@@ -1,19 +1,16 @@
 """Speech in conversation: conversations as data, chat templates, instruction pools, chat sessions.
 
-- :mod:`~tokunify.chat.conversation`: :class:`Conversation` of :class:`Message` with text and
+- :mod:`~tokunify.tasks.conversation`: :class:`Conversation` of :class:`Message` with text and
   :class:`SpeechPart` content, stored as ordinary store records;
-- :mod:`~tokunify.chat.templates`: chat templates (the base model's own, or the default one);
-- :mod:`~tokunify.chat.task`: the ``chat`` training task;
-- :mod:`~tokunify.chat.instructions`: natural-language instruction pools per task;
+- :mod:`~tokunify.tasks.templates`: chat templates (the base model's own, or the default one);
+- :mod:`~tokunify.tasks.chat`: the ``chat`` training task;
+- :mod:`~tokunify.tasks.instructions`: natural-language instruction pools per task;
 - :mod:`~tokunify.chat.engine`: :class:`~tokunify.chat.engine.ChatEngine`, the one path that answers
   conversations (``tokunify chat``, ``make-chat-data``'s bundle replies, the instruct demo's metrics);
 - :mod:`~tokunify.chat.session`: :class:`~tokunify.chat.session.ChatSession`, behind ``tokunify chat``.
 """
 
-# formats first: its last line imports tokunify.chat.task, which needs formats whole (a module of
-# this package imported on its own would otherwise meet a half-initialised formats).
-import tokunify.formats  # noqa: F401  isort: skip
-from tokunify.chat.conversation import (
+from tokunify.tasks.conversation import (
     ROLES,
     Conversation,
     ConversationError,
@@ -22,8 +19,8 @@ from tokunify.chat.conversation import (
     is_conversation,
     write_conversation_store,
 )
-from tokunify.chat.instructions import InstructionPool, instruction_conversation
-from tokunify.chat.templates import ChatTemplate, get_template, register_template, template_for
+from tokunify.tasks.instructions import InstructionPool, instruction_conversation
+from tokunify.tasks.templates import ChatTemplate, get_template, register_template, template_for
 
 __all__ = [
     "ROLES",

@@ -7,7 +7,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
-from tokunify.chat.conversation import Conversation, SpeechPart
+from tokunify.chat.session import ChatSession
+from tokunify.core.fsio import atomic_write_text
+from tokunify.generate.decoding import Decoding
+from tokunify.tasks.conversation import Conversation, SpeechPart
 
 if TYPE_CHECKING:
     from tokunify.generate.decoding import Decoding
@@ -56,14 +59,11 @@ def conversation_json(conv: Conversation) -> dict[str, Any]:
 
 def chat_decoding(args: ChatArgs) -> Decoding:
     """The session's :class:`~tokunify.generate.decoding.Decoding` from the arguments."""
-    from tokunify.generate.decoding import Decoding  # torch and transformers: CLI start-up cost
 
     return Decoding(temperature=args.temperature, max_new_tokens=args.max_new_tokens)
 
 
 def run_chat(args: ChatArgs, stdin: TextIO | None = None) -> int:
-    from tokunify.chat.session import ChatSession  # torch and transformers: CLI start-up cost
-    from tokunify.fsio import atomic_write_text
 
     stdin = stdin or sys.stdin
     session = ChatSession(

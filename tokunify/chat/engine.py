@@ -37,11 +37,11 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
 
-from tokunify.bundle import Bundle, BundleError
-from tokunify.chat.conversation import Conversation, Part, SpeechPart
-from tokunify.chat.templates import ChatTemplate, ReplyGrammar, template_for
 from tokunify.generate.decoding import Decoding
 from tokunify.generate.generator import Generator
+from tokunify.model.bundle import Bundle, BundleError
+from tokunify.tasks.conversation import Conversation, Part, SpeechPart
+from tokunify.tasks.templates import ChatTemplate, ReplyGrammar, template_for
 
 
 @dataclass
@@ -154,7 +154,7 @@ class ChatEngine:
 
     def prompt(self, conversation: Conversation, reply: str = "any") -> np.ndarray:
         """``[L]`` int64: the ids the model is given for the next assistant turn. Raises
-        :class:`~tokunify.formats.FormatError` for a conversation the template refuses."""
+        :class:`~tokunify.tasks.FormatError` for a conversation the template refuses."""
         head = self.template.prompt(self.vocab, self.tokenizer, conversation)
         return np.concatenate([head, self.grammar(reply).prefix]).astype(np.int64)
 

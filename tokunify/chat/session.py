@@ -5,7 +5,7 @@
 >>> chat.say("question.wav").wav                                  # a wav path when the reply is speech
 
 Each turn: the user's text, or a wav file (encoded by the bundle's speech tokenizer into a speech
-part), is added to a copy of the :class:`~tokunify.chat.conversation.Conversation`; the
+part), is added to a copy of the :class:`~tokunify.tasks.conversation.Conversation`; the
 :class:`~tokunify.chat.engine.ChatEngine` answers it (chat template, reply grammar, stop rule,
 parse, vocoder); only then are the user turn and the reply appended to the history, so a refused
 turn (a missing file, text holding special tokens) leaves the conversation as it was. Speech
@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from tokunify.bundle import Bundle
-from tokunify.chat.conversation import Conversation, Message, Part, SpeechPart
 from tokunify.chat.engine import ChatEngine, Reply
-from tokunify.chat.templates import ChatTemplate
 from tokunify.generate.decoding import Decoding
 from tokunify.generate.generator import Generator
+from tokunify.model.bundle import Bundle
+from tokunify.tasks.conversation import Conversation, Message, Part, SpeechPart
+from tokunify.tasks.templates import ChatTemplate
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -91,7 +91,7 @@ class ChatSession:
 
     def respond(self, conversation: Conversation) -> Reply:
         """The engine's next assistant turn for any conversation (e.g. an instruction turn from
-        :func:`~tokunify.chat.instructions.instruction_conversation`); the history is not changed."""
+        :func:`~tokunify.tasks.instructions.instruction_conversation`); the history is not changed."""
         reply = self.engine.reply(
             [conversation], self.decoding, self.seed, self.reply_mode, vocode=self.out is not None
         )[0]

@@ -8,6 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
+from tokunify.data.store import TokenStore
+from tokunify.generate.decoding import Decoding
+from tokunify.generate.fewshot import examples_from_store, parse_example_files
+from tokunify.generate.generator import Generator
+from tokunify.model.bundle import attach_vocoder
+from tokunify.tasks import FormatError, generation_tasks
+
 
 @dataclass
 class GenerateArgs:
@@ -49,11 +56,6 @@ def run_generate(args: GenerateArgs) -> list[dict]:
     import soundfile as sf
     import torch
 
-    from tokunify.formats import FormatError, generation_tasks
-    from tokunify.generate.decoding import Decoding
-    from tokunify.generate.fewshot import examples_from_store, parse_example_files
-    from tokunify.generate.generator import Generator
-
     inputs: list[str] = []
     for x in args.input:
         if x.startswith("@"):
@@ -86,8 +88,6 @@ def run_generate(args: GenerateArgs) -> list[dict]:
     torch.manual_seed(args.seed)
     gen = Generator(args.bundle, device=args.device)
     if args.example_ids:
-        from tokunify.store import TokenStore
-
         store = TokenStore(args.example_store)
         examples += examples_from_store(gen.task(args.task), store, args.example_ids)
     out = Path(args.out)
@@ -139,7 +139,6 @@ class AttachVocoderArgs:
 
 
 def run_attach_vocoder(args: AttachVocoderArgs) -> None:
-    from tokunify.bundle import attach_vocoder
 
     entry = attach_vocoder(args.bundle, args.vocoder, args.stream)
     print(f"attached {entry['weights']} to {args.bundle}")

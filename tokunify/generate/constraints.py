@@ -2,7 +2,7 @@
 
 The target segment of a task may only hold its modality: text ids for ASR/text, the target stream
 for TTS/S2S/continuation, then its end marker, then ``<|eos|>``. Codec streams also follow their
-layout: the stream's :class:`~tokunify.layouts.CodebookLayout` says, at each position, which
+layout: the stream's :class:`~tokunify.core.layouts.CodebookLayout` says, at each position, which
 codebook may appear there and whether a code, the ``<|empty|>`` filler or the end marker may
 (flatten: codebook ``t mod n_q``, ending on frame boundaries; delay: the opening and closing fills).
 All masks are precomputed ``[V]`` tensors; each step is a few tensor ops for the whole batch.
@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor
 
-from tokunify.layouts import get_layout
-from tokunify.vocab import UnifiedVocab
+from tokunify.core.layouts import get_layout
+from tokunify.core.vocab import UnifiedVocab
 
 
 class ModalityConstraint(LogitsProcessor):

@@ -1,7 +1,7 @@
 """In-context examples for generation: k (input, target) pairs before the query, for any task.
 
 SpiritLM's few-shot ASR/TTS and Audio Flamingo's in-context learning: the prompt holds k solved
-examples of the task, then the query. With the task grammar of :mod:`tokunify.formats`, an example
+examples of the task, then the query. With the task grammar of :mod:`tokunify.tasks`, an example
 is the task's own training sequence without its ``<|bos|> <|task:T|>`` prefix and ``<|eos|>``, so
 a 2-shot ASR prompt is::
 
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from tokunify.formats import FormatError, TaskFormat, Utterance, parse_sequence
+from tokunify.tasks import FormatError, TaskFormat, Utterance, parse_sequence
 
 Side = str | Path | np.ndarray
 """One side of an example: ``str`` text, ``Path`` an audio file, an integer array local speech ids."""

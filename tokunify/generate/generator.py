@@ -1,7 +1,7 @@
 """Generation by task tag: one object loads a bundle once and serves many requests.
 
 Every task rule (its prompt, input and output modality, decoding preset, how to read the output)
-comes from the task objects of :mod:`tokunify.formats`; this module names no task. Decoding is constrained by :class:`ModalityConstraint`;
+comes from the task objects of :mod:`tokunify.tasks`; this module names no task. Decoding is constrained by :class:`ModalityConstraint`;
 batches are left-padded and decoded with the KV cache by ``model.generate``. Speech outputs go
 through the bundle's unit vocoder (units) or codec decoder (EnCodec) behind one ``decode`` call.
 """
@@ -20,9 +20,11 @@ import torch
 from transformers import LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
 
-from tokunify.bundle import Bundle, BundleError
-from tokunify.bundle import load as load_bundle
-from tokunify.formats import (
+from tokunify.generate.constraints import ModalityConstraint
+from tokunify.generate.fewshot import Example, resolve_examples, with_examples
+from tokunify.model.bundle import Bundle, BundleError
+from tokunify.model.bundle import load as load_bundle
+from tokunify.tasks import (
     FormatError,
     TaskFormat,
     TaskOptions,
@@ -31,8 +33,7 @@ from tokunify.formats import (
     generation_tasks,
     make_task,
 )
-from tokunify.generate.constraints import ModalityConstraint
-from tokunify.generate.fewshot import Example, resolve_examples, with_examples
+from tokunify.vocoder.codec import bundle_vocoder
 
 
 @dataclass
@@ -83,8 +84,6 @@ class Generator:
     def vocoder(self) -> Any:
         """The stream's vocoder: the bundle's unit vocoder, or the codec tokenizer's own decoder."""
         if self._vocoder is None:
-            from tokunify.vocoder.codec import bundle_vocoder
-
             self._vocoder = bundle_vocoder(
                 self.bundle, self.stream, self.device, lambda: self.speech_tokenizer
             )

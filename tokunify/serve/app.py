@@ -38,14 +38,14 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tokunify.audio import AudioError
-from tokunify.bundle import BundleError
-from tokunify.chat.conversation import Conversation, SpeechPart
-from tokunify.chat.conversation import Message as Turn
+from tokunify.data.audio import AudioError
+from tokunify.model.bundle import BundleError
 from tokunify.serve import audio_out
 from tokunify.serve.admission import Busy, Ticket
 from tokunify.serve.config import Access, is_loopback
 from tokunify.serve.engine import Engine, RequestError, Sampling, TaskIO
+from tokunify.tasks.conversation import Conversation, SpeechPart
+from tokunify.tasks.conversation import Message as Turn
 
 log = logging.getLogger("tokunify.serve")
 

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tokunify.generate.generator import Generator
+from tokunify.serve.batcher import Batcher
 from tokunify.serve.config import ServeArgs, is_loopback
 
 ARGS_ENV = "TOKUNIFY_SERVE_ARGS"
@@ -27,10 +29,8 @@ def build_app(args: ServeArgs, engine_class: Any = None):  # type: ignore[no-unt
         raise ValueError(
             f"tokunify serve needs its extra: pip install 'tokunify[serve]' ({e})"
         ) from e
-    from tokunify.generate.generator import Generator
-    from tokunify.serve.app import create_app
-    from tokunify.serve.batcher import Batcher
-    from tokunify.serve.engine import Engine
+    from tokunify.serve.app import create_app  # lazy (extra: serve, fastapi)
+    from tokunify.serve.engine import Engine  # lazy (extra: serve, anyio)
 
     capacity = args.capacity()  # checks --max-batch, --max-queue, ...
     gen = Generator(args.bundle, device=args.device)

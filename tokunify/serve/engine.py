@@ -24,14 +24,15 @@ import numpy as np
 import soundfile as sf
 from transformers import StoppingCriteriaList
 
-from tokunify.audio import AudioError
 from tokunify.chat.engine import ChatEngine
-from tokunify.formats import FormatError, parse_sequence
+from tokunify.data.audio import AudioError
+from tokunify.generate import generator as g
 from tokunify.generate.decoding import Decoding
 from tokunify.generate.generator import Generator
 from tokunify.serve.admission import Admission
 from tokunify.serve.batcher import Batcher, ListBatcher, StopOnEvent
 from tokunify.serve.config import Capacity, Limits
+from tokunify.tasks import FormatError, parse_sequence
 
 T = TypeVar("T")
 READ_BLOCK = 65536
@@ -74,7 +75,6 @@ def task_info(gen: Generator, task: str) -> tuple[TaskIO, dict[str, Any]]:
             ),
             dict(fmt.preset or {}),
         )
-    from tokunify.generate import generator as g
 
     presets = g.PRESETS  # type: ignore[attr-defined]
     if task not in presets:

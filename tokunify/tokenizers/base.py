@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
-from tokunify import audio as audio_io
+from tokunify.data import audio as audio_io
 
 
 @dataclass
@@ -110,7 +110,7 @@ class SpeechTokenizer(ABC):
         """Encode a batch: ``[B, N]``/``[B, C, N]`` padded with ``lengths``, or a list of ``[N]``/``[C, N]``.
 
         Channels are mixed to mono and audio is resampled from ``sample_rate`` (default: the
-        tokenizer's). Empty, too short or non-finite inputs raise :class:`~tokunify.audio.AudioError`
+        tokenizer's). Empty, too short or non-finite inputs raise :class:`~tokunify.data.audio.AudioError`
         naming the input (``names[i]`` or ``input i``).
         """
         items = _split_batch(wavs, lengths)

@@ -11,13 +11,15 @@ from pathlib import Path
 import torch
 import yaml
 
-from tokunify.audio import AudioError
-from tokunify.audio import load as load_audio
-from tokunify.config import read_data_file
-from tokunify.fsio import refuse_non_empty
-from tokunify.manifest import read_manifest
+from tokunify.core.config import read_data_file
+from tokunify.core.fsio import refuse_non_empty
+from tokunify.data.audio import AudioError
+from tokunify.data.audio import load as load_audio
+from tokunify.data.manifest import read_manifest
 from tokunify.tokenizers.base import pad_batch, tokenizer_from_config
 from tokunify.tokenizers.kmeans import KMeans, convert_sklearn
+from tokunify.tokenizers.lda import fit_lda, frame_labels
+from tokunify.tokenizers.text import train_sentencepiece
 from tokunify.tokenizers.units import features_from_config
 
 KMEANS_FILES = ("centroids.safetensors", "tokenizer.yaml", "rejects.jsonl")  # what it writes
@@ -139,7 +141,6 @@ def _fit_lda(
     chunks: list[torch.Tensor], spans: list[list | None], frame_rate: float, args: TrainKMeansArgs
 ):  # type: ignore[no-untyped-def]
     """Fit the LDA projection on the utterances that carry label spans."""
-    from tokunify.tokenizers.lda import fit_lda, frame_labels
 
     feats, names = [], []
     for f, sp in zip(chunks, spans, strict=True):
@@ -218,3 +219,27 @@ def run_encode_audio(args: EncodeAudioArgs) -> None:
     finally:
         if sink is not sys.stdout:
             sink.close()
+
+
+@dataclass
+class TrainTextTokenizerArgs:
+    """Train a SentencePiece (unigram) text tokenizer; writes spm.model and HF tokenizer files."""
+
+    corpus: str = field(metadata={"positional": True})
+    """Text file, one sentence per line."""
+    out: str
+    """Output directory."""
+    vocab_size: int = 1000
+    """Upper bound on the number of pieces (a small corpus may give fewer)."""
+    character_coverage: float = 1.0
+    """Share of characters covered by pieces; the rest fall back to bytes."""
+
+
+def run_train_text_tokenizer(args: TrainTextTokenizerArgs) -> None:
+    tok = train_sentencepiece(
+        args.corpus,
+        args.out,
+        vocab_size=args.vocab_size,
+        character_coverage=args.character_coverage,
+    )
+    print(f"wrote {args.out}: {len(tok)} pieces")

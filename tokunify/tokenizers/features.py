@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tokunify.fsio import check_local_path
+from tokunify.core.fsio import check_local_path
+from tokunify.data.melspec import LogMel, MelSpec
 
 
 class FeatureError(ValueError):
@@ -222,7 +223,6 @@ class MelFeatures(FrameFeatures):
     """Log-mel or MFCC (+ deltas, per-utterance CMVN), batched in torch, no pretrained weights."""
 
     def __init__(self, config: MelConfig | None = None, device: str | torch.device = "cpu"):
-        from tokunify.melspec import LogMel, MelSpec
 
         self.cfg = c = config or MelConfig()
         if c.win_length > c.n_fft:

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tokunify.fsio import content_hash, file_hash
+from tokunify.core.fsio import content_hash, file_hash
 
 # Config keys that name files: the hash covers the file's bytes, not its path.
 FILE_KEYS = ("centroids",)

@@ -33,6 +33,7 @@ from tokunify.tokenizers.base import (
     resolve_path,
     tokenizer_class,
 )
+from tokunify.tokenizers.fairseq2_features import Fairseq2Features
 from tokunify.tokenizers.features import FrameFeatures, MelConfig, MelFeatures, SSLFeatures
 from tokunify.tokenizers.kmeans import KMeans
 
@@ -154,8 +155,6 @@ class SSLUnitTokenizer(UnitTokenizer):
         config: dict[str, Any], device: str | torch.device = "cpu"
     ) -> FrameFeatures:
         if config.get("backend") == "fairseq2":
-            from tokunify.tokenizers.fairseq2_features import Fairseq2Features
-
             return Fairseq2Features.from_config(config, device)
         if "source" not in config or "layer" not in config:
             raise TokenizerConfigError(

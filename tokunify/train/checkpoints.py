@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tokunify.fsio import refuse_non_empty
+from tokunify.core.fsio import refuse_non_empty
 
 CKPT_DIR = "checkpoints"
 TRAINER_FILE = "trainer.json"

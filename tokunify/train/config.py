@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tokunify.formats import DEFAULT_PAIR_KEY, FORMATS
+from tokunify.tasks import DEFAULT_PAIR_KEY, FORMATS
 
 
 @dataclass
@@ -40,7 +40,7 @@ class DataConfig:
     has one, else the default template; or a registered name (default, llama3, chatml, llama2)."""
     instructions: str = ""
     """Instruction pool YAML (task -> train/heldout phrasings) of the instruct_* tasks ("": the
-    package's pool, tokunify/chat/instructions.yaml)."""
+    package's pool, tokunify/tasks/instructions.yaml)."""
     instruct_task_tag: bool = False
     """instruct_* tasks keep the base task's tag (<|task:asr|>) next to the instruction."""
     instruction_word_dropout: float = 0.0

@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from tokunify.formats import (
+from tokunify.core.vocab import UnifiedVocab
+from tokunify.data.store import Record, StoreError, TokenStore
+from tokunify.tasks import (
     FormatError,
     TaskFormat,
     TaskOptions,
@@ -23,11 +25,9 @@ from tokunify.formats import (
     align_words,
     make_task,
 )
-from tokunify.store import Record, StoreError, TokenStore
 from tokunify.tokenizers.identity import text_tokenizer_hash
 from tokunify.train.config import DataConfig
 from tokunify.train.packing import Doc, PackedBatch, Packer
-from tokunify.vocab import UnifiedVocab
 
 # The watchdog of the training stream: this many draws in a row without a document to train on
 # (no usable record, a format error, or a document the packer drops) is an error, never a spin.
@@ -99,7 +99,7 @@ class RecordSource:
 
 
 class Formatter:
-    """Record(s) -> (ids, loss_mask) for a task: the task objects of :mod:`tokunify.formats` decide
+    """Record(s) -> (ids, loss_mask) for a task: the task objects of :mod:`tokunify.tasks` decide
     which records they use and how they pair them; this class turns records into utterances."""
 
     def __init__(

@@ -35,11 +35,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tokunify.bundle import Bundle, BundleSpec, save_bundle
-from tokunify.bundle import load as load_bundle
-from tokunify.extend import freeze_text_rows
-from tokunify.fsio import exclusive_lock
-from tokunify.store import StoreError, TokenStore
+from tokunify.core.fsio import exclusive_lock
+from tokunify.data.store import StoreError, TokenStore
+from tokunify.model.bundle import Bundle, BundleSpec, save_bundle
+from tokunify.model.bundle import load as load_bundle
+from tokunify.model.extend import freeze_text_rows
 from tokunify.train import attention, checkpoints
 from tokunify.train.checkpoints import CKPT_DIR, TRAINER_FILE
 from tokunify.train.config import TrainConfig

@@ -1,9 +1,9 @@
 """On-the-fly tokenization (the Llama-Mimi style path): train on a manifest, cache a store as you go.
 
-:class:`CachedManifestStore` looks like a :class:`~tokunify.store.TokenStore` to the training data
+:class:`CachedManifestStore` looks like a :class:`~tokunify.data.store.TokenStore` to the training data
 code, but its index space is the manifest's rows. The first time a record of chunk ``c`` is asked
 for, the whole chunk is tokenized with the bundle's own speech tokenizer (the same
-:class:`~tokunify.tokenize_job.ChunkWorker` as ``tokunify tokenize``) and published to the cache
+:class:`~tokunify.tokenize.job.ChunkWorker` as ``tokunify tokenize``) and published to the cache
 store; every later read, the second epoch's included, is a plain shard read. The cache is a normal
 store: ``tokunify inspect`` reads it, and a finished one can be passed as ``data.stores``.
 
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from tokunify.manifest import Entry
-from tokunify.store import (
+from tokunify.data.manifest import Entry
+from tokunify.data.store import (
     Record,
     StoreError,
     StoreMeta,
@@ -34,10 +34,10 @@ from tokunify.store import (
     shard_file,
     shuffled_order,
 )
-from tokunify.store.job import run_chunk
-from tokunify.store.reader import Shard
-from tokunify.store.schema import empty_record
-from tokunify.tokenize_job import ChunkWorker, Row, TokenizeArgs, build_meta, load_rows
+from tokunify.data.store.job import run_chunk
+from tokunify.data.store.reader import Shard
+from tokunify.data.store.schema import empty_record
+from tokunify.tokenize.job import ChunkWorker, Row, TokenizeArgs, build_meta, load_rows
 
 MAX_OPEN_SHARDS = 8  # decoded chunks kept (the shuffled order walks windows of 4 shards)
 

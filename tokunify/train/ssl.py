@@ -33,8 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokunify.fsio import atomic_dir, atomic_write, atomic_write_text
+from tokunify.core.config import read_data_file
+from tokunify.core.fsio import atomic_dir, atomic_write, atomic_write_text
+from tokunify.data.audio import AudioError
+from tokunify.data.audio import load as load_audio
+from tokunify.data.manifest import read_manifest
+from tokunify.tokenizers.base import tokenizer_from_config
 from tokunify.train import checkpoints
+from tokunify.train.loop import cpu_has_native_bf16, reset_single_process_accelerator
 
 HEAD_FILE = "ssl_head.safetensors"
 ENCODER_DIR = "encoder"
@@ -187,8 +193,6 @@ def build_encoder(spec: str, seed: int, mask_prob: float = 0.8, mask_length: int
             raise SSLTrainError(f"{spec}: the HubertModel has no mask embedding (mask_time_prob 0)")
         return model
     elif path.is_file():
-        from tokunify.config import read_data_file
-
         fields = read_data_file(path)
         if not isinstance(fields, dict):
             raise SSLTrainError(f"{spec}: expected a mapping of HubertConfig fields")
@@ -379,12 +383,6 @@ def load_corpus(cfg: SSLTrainConfig, encoder_config: Any, out: Path) -> tuple[Co
     """
     import random
 
-    from tokunify.audio import AudioError
-    from tokunify.audio import load as load_audio
-    from tokunify.config import read_data_file
-    from tokunify.manifest import read_manifest
-    from tokunify.tokenizers.base import tokenizer_from_config
-
     tcfg_path = Path(cfg.targets)
     tcfg = read_data_file(tcfg_path)
     tok = tokenizer_from_config(tcfg, base_dir=tcfg_path.parent, device=cfg.target_device)
@@ -474,8 +472,6 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 def run_train_ssl(cfg: SSLTrainConfig) -> dict[str, Any]:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-
-    from tokunify.train.loop import cpu_has_native_bf16, reset_single_process_accelerator
 
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.grad_accum < 1:
         raise SSLTrainError("steps, batch_size and grad_accum must be >= 1")

@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from tokunify.fsio import atomic_write_text
+from tokunify.core.commands import main as cli
+from tokunify.core.fsio import atomic_write_text
 
 
 def _mfcc() -> dict[str, Any]:
@@ -75,7 +76,6 @@ class SSLUnitsConfig:
 
 def run_ssl_units(cfg: SSLUnitsConfig) -> Path:
     """Run the loop; returns ``out/units/tokenizer.yaml``."""
-    from tokunify.cli import main as cli
 
     if not cfg.manifest:
         raise ValueError("ssl-units: manifest is required")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from tokunify.bundle import Bundle, BundleError
+from tokunify.model.bundle import Bundle, BundleError
 from tokunify.tokenizers.base import SpeechTokenizer, tokenizer_class
 from tokunify.vocoder.codehifigan import VocoderError
 from tokunify.vocoder.inference import UnitVocoder, load_vocoder

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokunify.melspec import LogMel, MelSpec
+from tokunify.data.melspec import LogMel, MelSpec
 from tokunify.vocoder.codehifigan import VariancePredictor, VocoderError
 
 MODEL_NAME = "unit2mel"

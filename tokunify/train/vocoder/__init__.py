@@ -21,8 +21,9 @@ from typing import Any
 
 from torch import nn
 
-from tokunify.store import TokenStore
+from tokunify.data.store import TokenStore
 from tokunify.train import checkpoints
+from tokunify.train.loop import reset_single_process_accelerator
 from tokunify.train.vocoder.config import VocoderTrainConfig
 from tokunify.train.vocoder.data import SegmentData, stream_sample_rate
 from tokunify.train.vocoder.hifigan import PRESETS, HiFiGANArch
@@ -69,8 +70,6 @@ def _save(acc: Any, gen: nn.Module, cfg: VocoderTrainConfig, step: int, data: Se
 def run_train_vocoder(cfg: VocoderTrainConfig) -> dict[str, Any]:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-
-    from tokunify.train.loop import reset_single_process_accelerator
 
     reset_single_process_accelerator()
     acc = Accelerator(cpu=cfg.cpu)

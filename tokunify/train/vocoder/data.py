@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tokunify.audio import load as load_audio
-from tokunify.store import StreamInfo, TokenStore
+from tokunify.data.audio import load as load_audio
+from tokunify.data.store import StreamInfo, TokenStore
 
 
 def stream_sample_rate(store: TokenStore, stream: str) -> int:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from tokunify.melspec import LogMel, MelSpec
+from tokunify.data.melspec import LogMel, MelSpec
 from tokunify.train.vocoder.config import VocoderTrainConfig
 from tokunify.vocoder.codehifigan import CodeHiFiGAN, CodeHiFiGANConfig
 
