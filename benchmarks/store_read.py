@@ -35,7 +35,7 @@ def main() -> None:
     from tokunify.train import attention
     from tokunify.train.config import DataConfig
     from tokunify.train.data import Formatter, RecordSource, TaskData
-    from tokunify.train.loop import forward, token_losses
+    from tokunify.train.step import forward, token_losses
 
     paths = build_store(Path(tempfile.mkdtemp()), n_utts=args.utterances, k=100)
     root = paths["store"]

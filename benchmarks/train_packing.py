@@ -73,7 +73,7 @@ def prepare(work: Path, n_docs: int) -> dict:
 
 def _docs(work: Path, n_docs: int) -> dict:
     import tokunify
-    from tokunify.train.loop import build_data
+    from tokunify.train.setup import build_data
 
     bundle = tokunify.load(work / "bundle")
     cfg = train_config(work, max(SEQ_LENS), 1, 1, True)
@@ -88,7 +88,8 @@ def _docs(work: Path, n_docs: int) -> dict:
 
 
 def run_packed(work: Path, seq_len: int, batch: int, steps: int, packed: bool) -> dict:
-    from tokunify.train.loop import setup, train
+    from tokunify.train.setup import setup
+    from tokunify.train.step import train
 
     run = setup(train_config(work, seq_len, batch, steps, packed))
     t0 = time.perf_counter()

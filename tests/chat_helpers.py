@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from tokunify.core.vocab import UnifiedVocab, codec_stream, units_stream
+from tokunify.data.store import TokenStore
+from tokunify.tasks.conversation import Conversation, Message, SpeechPart
 
 CORPUS = [
     "what does the speaker say",
@@ -109,3 +111,25 @@ def build_tokenizer(family: str, streams: tuple = ("units",)) -> tuple[Any, Unif
     vocab = UnifiedVocab(text_size=len(tok), streams=tuple(specs))
     add_vocab_tokens(tok, vocab)
     return tok, vocab
+
+
+def make_conversations(store: TokenStore) -> list[tuple[str, Conversation]]:
+    """Two-turn conversations over the store's utterances: ASR, then TTS of the next one; every
+    third conversation refers to its speech by record id instead of copying it."""
+    recs = [store[i] for i in range(len(store))]
+    out = []
+    for k in range(0, len(recs) - 1, 2):
+        a, b = recs[k], recs[k + 1]
+        speech = (
+            SpeechPart("units", ref=a.id) if k % 3 == 0 else SpeechPart("units", a.streams["units"])
+        )
+        conv = Conversation(
+            [
+                Message("user", ["what does the speaker say? ", speech]),
+                Message("assistant", a.text),
+                Message("user", f"read this aloud: {b.text}"),
+                Message("assistant", [SpeechPart("units", b.streams["units"])]),
+            ]
+        )
+        out.append((f"conv{k}", conv))
+    return out

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from chat_helpers import make_conversations
 from helpers import UNITS_K, sentences
 
 from tokunify.cli import main
+from tokunify.data.store import TokenStore
+from tokunify.tasks.conversation import write_conversation_store
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -210,3 +213,10 @@ def voc_bundle(train_bundle, tmp_path_factory) -> Path:
                             dur_predictor_params={"encoder_embed_dim": 16, "var_pred_hidden_dim": 16, "var_pred_kernel_size": 3, "var_pred_dropout": 0.0})  # fmt: skip
     attach_vocoder(out, save_codehifigan(CodeHiFiGAN(cfg), out.parent / "voc"))
     return out
+
+
+@pytest.fixture(scope="module")
+def chat_store(train_store, tmp_path_factory):
+    store = TokenStore(train_store)
+    root = tmp_path_factory.mktemp("chat-store") / "store"
+    return write_conversation_store(root, make_conversations(store), store.meta, chunk_size=4)

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from test_task import chat_store  # noqa: F401  (fixture)
 
 from tokunify.cli import main, parse_command
 
@@ -35,7 +34,7 @@ def test_recipe_loads_as_train_config(name):
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
-def test_recipe_runs_on_tiny_data(name, train_bundle, train_store, chat_store, tmp_path):  # noqa: F811
+def test_recipe_runs_on_tiny_data(name, train_bundle, train_store, chat_store, tmp_path):
     if "lora" in name:
         pytest.importorskip("peft")
     args = [

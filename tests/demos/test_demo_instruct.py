@@ -112,7 +112,7 @@ def test_demo_metrics_and_chat_over_stdin_give_the_same_reply(voc_bundle, tmp_pa
     from tokunify.tasks.conversation import Conversation, Message
 
     out = tmp_path / "chat"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "tokunify", "chat", str(voc_bundle), "--system", "be brief",
            "--reply", "text", "--temperature", "1.3", "--max-new-tokens", "12", "--seed", "7",
            "--out", str(out)]  # fmt: skip

@@ -224,7 +224,7 @@ def test_ab_benchmark_runs_its_pipeline_on_a_tiny_setting(tmp_path):
     import subprocess
     import sys
 
-    root = Path(__file__).parents[1]
+    root = Path(__file__).parents[2]
     work = tmp_path / "ab"
     proc = subprocess.run(
         [sys.executable, str(root / "benchmarks" / "synth_interleave_ab.py"), "--tiny",

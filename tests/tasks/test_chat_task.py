@@ -14,39 +14,10 @@ from tokunify.cli import main
 from tokunify.data.store import TokenStore
 from tokunify.generate.decoding import Decoding
 from tokunify.tasks import FORMATS, FormatError, TaskOptions, make_task
-from tokunify.tasks.conversation import Conversation, Message, SpeechPart, write_conversation_store
+from tokunify.tasks.conversation import Conversation
 from tokunify.train.config import DataConfig
 from tokunify.train.data import Formatter, RecordSource, TaskData
 from tokunify.train.packing import IGNORE
-
-
-def make_conversations(store: TokenStore) -> list[tuple[str, Conversation]]:
-    """Two-turn conversations over the store's utterances: ASR, then TTS of the next one; every
-    third conversation refers to its speech by record id instead of copying it."""
-    recs = [store[i] for i in range(len(store))]
-    out = []
-    for k in range(0, len(recs) - 1, 2):
-        a, b = recs[k], recs[k + 1]
-        speech = (
-            SpeechPart("units", ref=a.id) if k % 3 == 0 else SpeechPart("units", a.streams["units"])
-        )
-        conv = Conversation(
-            [
-                Message("user", ["what does the speaker say? ", speech]),
-                Message("assistant", a.text),
-                Message("user", f"read this aloud: {b.text}"),
-                Message("assistant", [SpeechPart("units", b.streams["units"])]),
-            ]
-        )
-        out.append((f"conv{k}", conv))
-    return out
-
-
-@pytest.fixture(scope="module")
-def chat_store(train_store, tmp_path_factory):
-    store = TokenStore(train_store)
-    root = tmp_path_factory.mktemp("chat-store") / "store"
-    return write_conversation_store(root, make_conversations(store), store.meta, chunk_size=4)
 
 
 def test_chat_is_a_registered_task():

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 
 from tokunify.core.config import from_dict, read_data_file
 from tokunify.train.config import TrainConfig
-from tokunify.train.loop import check_sharding, reset_single_process_accelerator, run_train
+from tokunify.train.loop import run_train
+from tokunify.train.setup import check_sharding, reset_single_process_accelerator
 
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 ACCEL_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "accelerate"

@@ -7,8 +7,8 @@ import transformers
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from tokunify.train import attention as packed_attention
-from tokunify.train.loop import forward, token_losses
 from tokunify.train.packing import IGNORE, Doc, PackedBatch, Packer, fit_length, pack, pack_docs
+from tokunify.train.step import forward, token_losses
 
 GPT2_PASSES_ATTENTION_KWARGS = int(transformers.__version__.split(".")[0]) >= 5
 

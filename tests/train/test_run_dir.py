@@ -19,7 +19,8 @@ from tokunify.core.fsio import LockedError, exclusive_lock
 from tokunify.data.store import StoreError, StoreMeta, TokenStore, write_chunk
 from tokunify.train import data as train_data
 from tokunify.train.config import TrainConfig
-from tokunify.train.loop import LOCK_FILE, config_changes, run_train
+from tokunify.train.loop import LOCK_FILE, run_train
+from tokunify.train.setup import config_changes
 
 TRAIN = [sys.executable, "-m", "tokunify", "train"]
 

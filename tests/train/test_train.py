@@ -107,7 +107,7 @@ def test_resume_equals_uninterrupted(train_bundle, train_store, tmp_path, grad_a
 
 
 def test_checkpoint_is_atomic_under_failure(train_bundle, train_store, tmp_path, monkeypatch):
-    import tokunify.train.loop as loop
+    import tokunify.train.checkpointing as checkpointing
 
     cfg = from_dict(
         TrainConfig,
@@ -115,7 +115,7 @@ def test_checkpoint_is_atomic_under_failure(train_bundle, train_store, tmp_path,
             write_config(tmp_path / "c.yaml", train_bundle, train_store, tmp_path / "run")
         ),
     )
-    real = loop.write_bundle
+    real = checkpointing.write_bundle
     calls = {"n": 0}
 
     def failing(acc, model, bundle, path):  # the second checkpoint dies half-way through
@@ -126,7 +126,7 @@ def test_checkpoint_is_atomic_under_failure(train_bundle, train_store, tmp_path,
             raise OSError("disk full")
         return real(acc, model, bundle, path)
 
-    monkeypatch.setattr(loop, "write_bundle", failing)
+    monkeypatch.setattr(checkpointing, "write_bundle", failing)
     with pytest.raises(OSError, match="disk full"):
         run_train(cfg)
     ckpts = sorted(
@@ -136,7 +136,7 @@ def test_checkpoint_is_atomic_under_failure(train_bundle, train_store, tmp_path,
     assert (
         tokunify.load(tmp_path / "run" / "checkpoints" / "step-000003" / "bundle").model is not None
     )
-    monkeypatch.setattr(loop, "write_bundle", real)
+    monkeypatch.setattr(checkpointing, "write_bundle", real)
     out = run_train(cfg)  # resumes from step 3, finishes
     assert out["steps"] == 6 and (tmp_path / "run" / "final" / "vocab.json").is_file()
 
@@ -317,7 +317,7 @@ def test_schedule_decays_over_whichever_runs_out_first():
     """Schedule: warmup by steps; then the cosine follows the larger of step progress and the time
     the next step is expected to end at; its training time is part of LambdaLR's state_dict (what
     checkpoints save) and survives a resume that re-reads the config."""
-    from tokunify.train.loop import Schedule
+    from tokunify.train.setup import Schedule
 
     base = {"bundle": "b", "out": "o", "data": {"stores": ["s"]}, "steps": 100, "budget_minutes": 1.0,
             "optim": {"warmup_steps": 10, "min_lr_ratio": 0.1}}  # fmt: skip

@@ -27,7 +27,7 @@ from tokunify.demos.report import write_report
 from tokunify.eval.generative import frame_error, unit_edit_error
 from tokunify.generate.generator import Generator
 from tokunify.tokenizers.base import tokenizer_from_config
-from tokunify.train.loop import cpu_has_native_bf16
+from tokunify.train.setup import cpu_has_native_bf16
 from tokunify.vocoder.griffinlim import MeanMelVocoder
 
 SETTINGS: dict[str, dict[str, Any]] = {

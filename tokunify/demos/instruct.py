@@ -56,7 +56,7 @@ from tokunify.generate.generator import Generator
 from tokunify.tasks import TTSFormat
 from tokunify.tasks.conversation import Conversation, Message, SpeechPart, write_conversation_store
 from tokunify.tasks.instructions import InstructionPool, instruction_conversation
-from tokunify.train.loop import cpu_has_native_bf16
+from tokunify.train.setup import cpu_has_native_bf16
 
 if TYPE_CHECKING:
     from tokunify.generate.decoding import Decoding

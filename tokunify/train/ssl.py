@@ -40,7 +40,7 @@ from tokunify.data.audio import load as load_audio
 from tokunify.data.manifest import read_manifest
 from tokunify.tokenizers.base import tokenizer_from_config
 from tokunify.train import checkpoints
-from tokunify.train.loop import cpu_has_native_bf16, reset_single_process_accelerator
+from tokunify.train.setup import cpu_has_native_bf16, reset_single_process_accelerator
 
 HEAD_FILE = "ssl_head.safetensors"
 ENCODER_DIR = "encoder"

@@ -23,7 +23,7 @@ from torch import nn
 
 from tokunify.data.store import TokenStore
 from tokunify.train import checkpoints
-from tokunify.train.loop import reset_single_process_accelerator
+from tokunify.train.setup import reset_single_process_accelerator
 from tokunify.train.vocoder.config import VocoderTrainConfig
 from tokunify.train.vocoder.data import SegmentData, stream_sample_rate
 from tokunify.train.vocoder.hifigan import PRESETS, HiFiGANArch
