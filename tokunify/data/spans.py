@@ -82,15 +82,6 @@ class SpanPolicy:
         return {"kind": self.kind, **asdict(self)}
 
 
-SPAN_POLICIES: dict[str, type[SpanPolicy]] = {}
-
-
-def register_policy(cls: type[SpanPolicy]) -> type[SpanPolicy]:
-    SPAN_POLICIES[cls.kind] = cls
-    return cls
-
-
-@register_policy
 @dataclass(frozen=True)
 class PoissonSpans(SpanPolicy):
     """Speech spans of ``1 + Poisson(mean - 1)`` words."""
@@ -107,7 +98,6 @@ class PoissonSpans(SpanPolicy):
         return 1.0 + float(rng.poisson(self.mean - 1.0))
 
 
-@register_policy
 @dataclass(frozen=True)
 class UniformSpans(SpanPolicy):
     """Speech spans of ``min..max`` words, uniformly."""
@@ -125,6 +115,22 @@ class UniformSpans(SpanPolicy):
 
     def draw(self, rng: np.random.Generator) -> float:
         return float(rng.integers(self.min, self.max + 1))
+
+
+SPAN_POLICIES: dict[str, type[SpanPolicy]] = {}
+"""The span-policy registry: kind -> class, filled from the explicit list below; change it through
+:func:`register_policy`."""
+
+
+def register_policy(cls: type[SpanPolicy]) -> type[SpanPolicy]:
+    if cls.kind in SPAN_POLICIES and SPAN_POLICIES[cls.kind] is not cls:
+        raise ValueError(f"span policy {cls.kind!r} is already registered")
+    SPAN_POLICIES[cls.kind] = cls
+    return cls
+
+
+for _policy in (PoissonSpans, UniformSpans):
+    register_policy(_policy)
 
 
 def make_policy(kind: str, **settings: Any) -> SpanPolicy:
