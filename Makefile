@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tokunify-installed
+DOCS_STAMP := $(VENV)/.tokunify-docs-installed
 
-.PHONY: install test test-slow test-all lint demo
+.PHONY: install test test-slow test-all lint demo docs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,3 +32,12 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m tokunify demo --out demo_out
+
+# The documentation site (docs/ + mkdocs.yml) into site/; --strict fails on a broken link or a
+# docstring that does not render. mkdocstrings reads the source statically.
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[docs]"
+	touch $@
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
