@@ -19,6 +19,20 @@ def test_every_old_path_is_its_new_module(old):
     with pytest.warns(DeprecationWarning, match=f"{old} moved to {MOVED[old]}"):
         mod = importlib.import_module(old)
     assert mod is new  # one module object: one registry, one set of classes
+    assert mod.__spec__.name == MOVED[old]  # still itself: a package stays a package
+
+
+def test_a_package_reached_by_its_old_path_keeps_its_resources():
+    code = (
+        "import warnings; warnings.simplefilter('ignore', DeprecationWarning)\n"
+        "import tokunify.formats\n"  # the old path of tokunify.tasks
+        "from importlib import resources\n"
+        "assert resources.files('tokunify.tasks').joinpath('instructions.yaml').is_file()\n"
+        "from tokunify.tasks.instructions import InstructionPool\n"
+        "assert InstructionPool.load().pools\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
 
 
 def test_old_imports_users_write_keep_working():

@@ -67,6 +67,7 @@ def new_name(old: str) -> str | None:
 class _AliasLoader(importlib.abc.Loader):
     def __init__(self, old: str, new: str) -> None:
         self.old, self.new = old, new
+        self.spec: importlib.machinery.ModuleSpec | None = None
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         warnings.warn(
@@ -74,10 +75,15 @@ class _AliasLoader(importlib.abc.Loader):
             DeprecationWarning,
             stacklevel=3,
         )
-        return importlib.import_module(self.new)
+        module = importlib.import_module(self.new)
+        self.spec = module.__spec__
+        return module
 
     def exec_module(self, module: ModuleType) -> None:
-        pass  # the new module is already executed
+        # The new module is already executed; the import system has just set its ``__spec__`` to
+        # the alias's (``_init_module_attrs`` always does), which would make a moved package look
+        # like a plain module to ``importlib.resources``: give it back its own spec.
+        module.__spec__ = self.spec
 
 
 class _AliasFinder(importlib.abc.MetaPathFinder):
