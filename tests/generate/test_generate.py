@@ -117,7 +117,9 @@ def test_every_task_honours_its_input(gen, speech_manifest, task):
     else:
         # the shortest and the longest recording: their (deduplicated) unit counts differ for any
         # k-means the session's fixtures happen to train
-        by_size = sorted((speech_manifest.parent / "wavs").glob("*.wav"), key=lambda p: p.stat().st_size)
+        by_size = sorted(
+            (speech_manifest.parent / "wavs").glob("*.wav"), key=lambda p: p.stat().st_size
+        )
         wavs = [by_size[0], by_size[-1]]
         requests = list(gen.encode_audio(wavs))
         encoded = [v.to_global("units", u).tolist() for u in requests]
