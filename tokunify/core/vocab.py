@@ -211,7 +211,9 @@ class UnifiedVocab:
         """The one id of a continuous stream, ``<|{name}_frame|>``: one adapter frame."""
         s = self.stream(name)
         if not s.continuous:
-            raise VocabError(f"stream {name!r} is a {s.kind} stream; only continuous streams have a placeholder")
+            raise VocabError(
+                f"stream {name!r} is a {s.kind} stream; only continuous streams have a placeholder"
+            )
         return self.stream_range(name)[0]
 
     def placeholder_ids(self) -> list[int]:
@@ -361,7 +363,11 @@ class UnifiedVocab:
         out: list[int] = []
         for s in self.streams:
             if s.continuous:
-                out += [self.stream_start(s.name), self.stream_end(s.name), self.placeholder(s.name)]
+                out += [
+                    self.stream_start(s.name),
+                    self.stream_end(s.name),
+                    self.placeholder(s.name),
+                ]
         return sorted(out)
 
     def input_only_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
@@ -588,11 +594,11 @@ __all__ = [
     "CODEC_LAYOUTS",
     "DEFAULT_TASKS",
     "SPECIALS",
+    "STREAM_KINDS",
     "VOCAB_FILE",
     "StreamSpec",
     "UnifiedVocab",
     "VocabError",
-    "STREAM_KINDS",
     "codec_stream",
     "continuous_stream",
     "units_stream",
