@@ -3,15 +3,14 @@
 :class:`SpeechEncoder` wraps the encoder of one family from :data:`ENCODER_FAMILIES` (keyed by the
 checkpoint's ``config.model_type``; no other code branches on it):
 
-==================  ==========================  ===================================  ========
-family              model                       input                                rate
-==================  ==========================  ===================================  ========
-whisper             ``WhisperModel.encoder``    log-mel (``WhisperFeatureExtractor``,  50 Hz
-                                                padded to the model's window, 30 s)
-wavlm, hubert,      ``WavLMModel``,             raw waveform (``Wav2Vec2FeatureExtractor``:  50 Hz
-wav2vec2,           ``HubertModel``, ...        padding, attention mask, optional
-wav2vec2-conformer                              per-utterance normalisation)
-==================  ==========================  ===================================  ========
+- ``whisper``: ``WhisperModel(...).encoder`` (a ``WhisperModel`` or
+  ``WhisperForConditionalGeneration`` checkpoint, or an encoder saved by :meth:`SpeechEncoder.save`)
+  on log-mel features from ``WhisperFeatureExtractor``, padded to the model's window (30 s for the
+  released models); 50 Hz.
+- ``wavlm``, ``hubert``, ``wav2vec2``, ``wav2vec2-conformer``: ``WavLMModel``, ``HubertModel``,
+  ``Wav2Vec2Model``, ``Wav2Vec2ConformerModel`` on the raw 16 kHz waveform through
+  ``Wav2Vec2FeatureExtractor`` (padding, attention mask, the checkpoint's own per-utterance
+  normalisation if it has one); 50 Hz for the released models (``16000 / prod(conv_stride)``).
 
 The output of ``tokunify train-ssl`` (``OUT/encoder``: a ``HubertModel`` saved with
 ``save_pretrained``, beside its ``ssl_head.safetensors``) loads as a ``hubert`` encoder.
@@ -168,10 +167,8 @@ class WhisperFamily(EncoderFamily):
         cfg = _config(source)
         if "WhisperEncoder" in (getattr(cfg, "architectures", None) or []):
             return _from_pretrained(WhisperEncoder, source)  # saved by tokunify: the encoder only
-        model = _from_pretrained(
-            WhisperModel, source
-        )  # WhisperModel or ...ForConditionalGeneration
-        return model.encoder
+        # a WhisperModel or a WhisperForConditionalGeneration checkpoint
+        return _from_pretrained(WhisperModel, source).encoder
 
     def load_feature_extractor(self, source: str, model: PreTrainedModel) -> Any:
         cfg = model.config

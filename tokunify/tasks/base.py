@@ -281,7 +281,8 @@ def parse_sequence(vocab: UnifiedVocab, ids: Sequence[int] | np.ndarray) -> Pars
 def unmask_input_only(vocab: UnifiedVocab, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``mask`` off at the input-only ids (continuous streams' placeholders and markers): they are
     never predicted, whatever turns or segments the loss covers."""
-    return mask & ~np.isin(ids, vocab.input_only_ids())
+    banned = vocab.input_only_ids()
+    return mask & ~np.isin(ids, banned) if banned else mask
 
 
 def _is_continuous(vocab: UnifiedVocab, modality: str) -> bool:
