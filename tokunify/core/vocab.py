@@ -18,8 +18,11 @@ Every other module asks this class for ids: no offset literal lives anywhere els
 A ``continuous`` stream is speech heard through an encoder and an adapter (SpeechVerse, SALMONN,
 Qwen-Audio): its one id, the placeholder ``<|{stream}_frame|>``, stands for one adapter output
 frame, whose embedding overwrites the placeholder's row at the LM input
-(:mod:`tokunify.model.speech_input`). It is input only: its placeholder and its markers are never
-generated (:meth:`UnifiedVocab.input_only_mask`, which every generation mask leaves out).
+(:mod:`tokunify.model.speech_input`). It is input only: its placeholder and its markers
+(:meth:`UnifiedVocab.input_only_ids`) are never generated nor trained on. Task decoding allows only
+its target modality, which a task refuses to be a continuous stream; the chat reply grammar
+removes :meth:`UnifiedVocab.input_only_mask` from what it allows; :attr:`UnifiedVocab.default_stream`
+is never a continuous stream while the vocab has a units or codec one.
 """
 
 from __future__ import annotations
