@@ -105,3 +105,10 @@ def test_errors_are_one_line(tmp_path):
     (tmp_path / "t" / ADAPTER_CONFIG).write_text(json.dumps({**cfg, "k": 4}))
     with pytest.raises(AdapterError, match="do not fit the config"):
         load_adapter(tmp_path / "t")
+
+
+@pytest.mark.parametrize(("name", "rate"), [("conv", 12.5), ("stack", 10.0), ("qformer", 50 / 17)])
+def test_documented_rates_at_50_hz(name, rate):
+    frames = torch.tensor([50 * 3400])  # 3400 s of 50 Hz frames: a multiple of 2, 4, 5 and 17
+    out = build_adapter(name, D_IN, D_OUT).output_lengths(frames)
+    assert float(out[0]) / 3400 == pytest.approx(rate)
