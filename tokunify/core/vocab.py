@@ -8,11 +8,21 @@ Layout of the global id space (``V`` = :attr:`UnifiedVocab.size`, a multiple of 
     task tags                       <|task:text|> <|task:asr|> ...
     stream ids, stream by stream    units:  <|{stream}:{i}|>          i < K
                                     codec:  <|{stream}:{q}:{c}|>      q < n_q, c < C (codebook-major)
+                                    continuous: <|{stream}_frame|>    one placeholder id
     reserved                        <|reserved:{j}|> up to the next multiple of pad_to_multiple_of
 
 Every other module asks this class for ids: no offset literal lives anywhere else. Tokenizers emit
 *local* ids (unit ``i``, codebook ``q`` code ``c``); :meth:`UnifiedVocab.to_global` and
 :meth:`UnifiedVocab.to_local` map them, vectorised over numpy arrays or torch tensors.
+
+A ``continuous`` stream is speech heard through an encoder and an adapter (SpeechVerse, SALMONN,
+Qwen-Audio): its one id, the placeholder ``<|{stream}_frame|>``, stands for one adapter output
+frame, whose embedding overwrites the placeholder's row at the LM input
+(:mod:`tokunify.model.speech_input`). It is input only: its placeholder and its markers
+(:meth:`UnifiedVocab.input_only_ids`) are never generated nor trained on. Task decoding allows only
+its target modality, which a task refuses to be a continuous stream; the chat reply grammar
+removes :meth:`UnifiedVocab.input_only_mask` from what it allows; :attr:`UnifiedVocab.default_stream`
+is never a continuous stream while the vocab has a units or codec one.
 """
 
 from __future__ import annotations
@@ -38,7 +48,8 @@ SPECIALS: tuple[str, ...] = ("pad", "bos", "eos", "text_start", "text_end", "emp
 
 DEFAULT_TASKS: tuple[str, ...] = ("text", "speech", "asr", "tts", "s2s", "continue", "interleave")
 
-StreamKind = Literal["units", "codec"]
+StreamKind = Literal["units", "codec", "continuous"]
+STREAM_KINDS: tuple[str, ...] = ("units", "codec", "continuous")
 CODEC_LAYOUTS: tuple[str, ...] = tuple(LAYOUTS)
 """The layouts registered at import (validation asks :data:`tokunify.core.layouts.LAYOUTS` itself)."""
 
@@ -57,12 +68,13 @@ class VocabError(ValueError):
 
 @dataclass(frozen=True)
 class StreamSpec:
-    """One speech stream: ``units`` (K ids) or ``codec`` (``codebooks`` x ``size`` ids)."""
+    """One speech stream: ``units`` (K ids), ``codec`` (``codebooks`` x ``size`` ids) or
+    ``continuous`` (one placeholder id; the speech itself is encoder frames, not ids)."""
 
     name: str
     kind: StreamKind
     size: int
-    """Units: number of units K. Codec: codebook size C."""
+    """Units: number of units K. Codec: codebook size C. Continuous: 1 (the placeholder)."""
     codebooks: int = 1
     """Codec: number of codebooks n_q. Always 1 for units."""
     layout: str = "flatten"
@@ -74,14 +86,18 @@ class StreamSpec:
                 f"stream name {self.name!r} must match {_NAME_RE.pattern} and not be one of "
                 f"{sorted(_RESERVED_NAMES)}"
             )
-        if self.kind not in ("units", "codec"):
+        if self.kind not in STREAM_KINDS:
             raise VocabError(
-                f"stream {self.name!r}: kind must be 'units' or 'codec', got {self.kind!r}"
+                f"stream {self.name!r}: kind must be one of {STREAM_KINDS}, got {self.kind!r}"
             )
         if self.size < 1 or self.codebooks < 1:
             raise VocabError(f"stream {self.name!r}: size and codebooks must be >= 1")
-        if self.kind == "units" and self.codebooks != 1:
-            raise VocabError(f"stream {self.name!r}: a units stream has exactly one codebook")
+        if self.kind != "codec" and self.codebooks != 1:
+            raise VocabError(f"stream {self.name!r}: a {self.kind} stream has exactly one codebook")
+        if self.kind == "continuous" and self.size != 1:
+            raise VocabError(
+                f"stream {self.name!r}: a continuous stream owns exactly one id (size 1), got size {self.size}"
+            )
         if self.layout not in LAYOUTS:
             raise VocabError(
                 f"stream {self.name!r}: unknown layout {self.layout!r}; registered: {tuple(LAYOUTS)}"
@@ -90,6 +106,11 @@ class StreamSpec:
     @property
     def num_ids(self) -> int:
         return self.size * self.codebooks
+
+    @property
+    def continuous(self) -> bool:
+        """Whether the stream is encoder input (one placeholder id, never generated)."""
+        return self.kind == "continuous"
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "kind": self.kind, "size": self.size}
@@ -100,6 +121,11 @@ class StreamSpec:
 
 def units_stream(name: str, k: int) -> StreamSpec:
     return StreamSpec(name=name, kind="units", size=k)
+
+
+def continuous_stream(name: str) -> StreamSpec:
+    """A continuous (encoder-input) stream: one placeholder id ``<|{name}_frame|>``."""
+    return StreamSpec(name=name, kind="continuous", size=1)
 
 
 def codec_stream(
@@ -178,9 +204,24 @@ class UnifiedVocab:
 
     @property
     def default_stream(self) -> str:
+        """The first stream generation can emit (units or codec); a vocab whose streams are all
+        continuous gives its first."""
         if not self.streams:
             raise VocabError("this vocab has no speech stream")
-        return self.streams[0].name
+        return next((s.name for s in self.streams if not s.continuous), self.streams[0].name)
+
+    def placeholder(self, name: str) -> int:
+        """The one id of a continuous stream, ``<|{name}_frame|>``: one adapter frame."""
+        s = self.stream(name)
+        if not s.continuous:
+            raise VocabError(
+                f"stream {name!r} is a {s.kind} stream; only continuous streams have a placeholder"
+            )
+        return self.stream_range(name)[0]
+
+    def placeholder_ids(self) -> list[int]:
+        """The placeholder of every continuous stream, in stream order."""
+        return [self.placeholder(s.name) for s in self.streams if s.continuous]
 
     def stream_range(self, name: str) -> tuple[int, int]:
         """``[start, stop)`` of all global ids of a stream."""
@@ -319,6 +360,23 @@ class UnifiedVocab:
         m[a:b] = True
         return m
 
+    def input_only_ids(self) -> list[int]:
+        """Ids generation must never emit: every continuous stream's placeholder and its two
+        markers (the stream is encoder input only)."""
+        out: list[int] = []
+        for s in self.streams:
+            if s.continuous:
+                out += [
+                    self.stream_start(s.name),
+                    self.stream_end(s.name),
+                    self.placeholder(s.name),
+                ]
+        return sorted(out)
+
+    def input_only_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """``[V]`` bool: True for :meth:`input_only_ids`. Generation masks are ``& ~`` this."""
+        return self.ids_mask(self.input_only_ids(), device)
+
     def ids_mask(self, ids: list[int], device: torch.device | str | None = None) -> torch.Tensor:
         m = torch.zeros(self.size, dtype=torch.bool, device=device)
         m[torch.as_tensor(ids, dtype=torch.long, device=device)] = True
@@ -336,7 +394,8 @@ class UnifiedVocab:
         """Local stream ids to global ids.
 
         Units: ``[..., T]`` -> ``[..., T]``. Codec: ``[n, T]`` codes of codebooks ``0..n-1``
-        (``n <= n_q``) -> ``[n, T]`` global ids. Out-of-range codes raise.
+        (``n <= n_q``) -> ``[n, T]`` global ids. Continuous: local 0 (its one id) -> the
+        placeholder. Out-of-range codes raise.
         """
         s = self.stream(name)
         x = _as_int64(local)
@@ -347,7 +406,7 @@ class UnifiedVocab:
                     f"stream {name!r}: local ids must lie in [0, {s.size}), got range [{lo}, {hi}]"
                 )
         start = self.stream_range(name)[0]
-        if s.kind == "units":
+        if s.kind != "codec":
             return x + start
         n = _check_codec_rows(s, x)
         return x + _like(x, start + s.size * np.arange(n))[:, None]
@@ -356,7 +415,7 @@ class UnifiedVocab:
         """Global ids back to local stream ids (inverse of :meth:`to_global`). Foreign ids raise."""
         s = self.stream(name)
         x = _as_int64(ids)
-        if s.kind == "units":
+        if s.kind != "codec":
             a, b = self.stream_range(name)
             _check_in_range(x, a, b, f"stream {name!r}")
             return x - a
@@ -386,6 +445,8 @@ class UnifiedVocab:
         for s in self.streams:
             if s.kind == "units":
                 out += [f"<|{s.name}:{i}|>" for i in range(s.size)]
+            elif s.continuous:
+                out.append(f"<|{s.name}_frame|>")
             else:
                 out += [f"<|{s.name}:{q}:{c}|>" for q in range(s.codebooks) for c in range(s.size)]
         out += [f"<|reserved:{j}|>" for j in range(self.size - self.num_used)]
@@ -536,10 +597,12 @@ __all__ = [
     "CODEC_LAYOUTS",
     "DEFAULT_TASKS",
     "SPECIALS",
+    "STREAM_KINDS",
     "VOCAB_FILE",
     "StreamSpec",
     "UnifiedVocab",
     "VocabError",
     "codec_stream",
+    "continuous_stream",
     "units_stream",
 ]

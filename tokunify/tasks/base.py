@@ -14,6 +14,16 @@ marker, so the decoder knows which modality to emit.
 
 Ids written as ``u:i`` below mean the global id of local unit ``i``; ``T:5`` the text token 5.
 
+A *continuous* stream (encoder input, :func:`tokunify.core.vocab.continuous_stream`) holds no ids:
+its speech in a record or an utterance is a frame count ``n`` (the adapter's output length), its
+segment ``<|enc_start|> <|enc_frame|> * n <|enc_end|>``, and parsing gives the count back (a 0-d
+int64 array). It is input only: a task whose target is such a stream refuses it, its ids are never
+under the loss, and a task may read several input streams (``TaskOptions.input_streams``: hybrid
+input, units and encoder frames of one utterance)::
+
+    ASR, stream "enc", Utterance(text=[5], speech={"enc": 3}) ->
+    [bos, task:asr, enc_start, enc_frame, enc_frame, enc_frame, enc_end, text_start, T:5, text_end, eos]
+
 A task is one registered :class:`TaskFormat` subclass; it owns every rule about itself, and the
 trainer, the generator, the CLI and the evaluator ask it (they hold no task names):
 
@@ -71,7 +81,10 @@ class TaskOptions:
     """Settings every task is built from; each task takes what it needs (:meth:`TaskFormat.from_options`)."""
 
     stream: str | None = None
-    """Speech stream (default: the vocab's first)."""
+    """Speech stream (default: the vocab's first units or codec stream)."""
+    input_streams: tuple[str, ...] = ()
+    """Streams a task's speech input is read from, in order (several: hybrid input, e.g. units and
+    a continuous encoder stream); empty: the task's stream."""
     loss_on_input: bool = False
     """Train on the input side too."""
     pair_key: str = DEFAULT_PAIR_KEY
@@ -94,6 +107,12 @@ def has_text(r: RecordLike) -> bool:
     return bool(r.text) or (r.text_ids is not None and len(r.text_ids) > 0)
 
 
+def num_frames(local: Any) -> int:
+    """Frames of a stream's local form: a continuous stream's count, else the last axis."""
+    a = np.asarray(local)
+    return int(a) if a.ndim == 0 else int(a.shape[-1])
+
+
 @dataclass
 class Word:
     """One word of an aligned utterance: its text ids and its slice of each speech stream."""
@@ -107,7 +126,8 @@ class Utterance:
     """Local-id streams of one utterance, as tokenizers and the token store give them."""
 
     text: np.ndarray | None = None  # [n] text-tokenizer ids
-    speech: dict[str, np.ndarray] = field(default_factory=dict)  # stream -> [T] or [n_q, T]
+    # stream -> [T] units, [n_q, T] codes, or a continuous stream's frame count
+    speech: dict[str, np.ndarray] = field(default_factory=dict)
     words: list[Word] | None = None
 
     def stream(self, name: str) -> np.ndarray:
@@ -128,7 +148,7 @@ class Segment:
     """A parsed segment: ``modality`` is ``"text"`` or a stream name; ``ids`` are local."""
 
     modality: str
-    ids: np.ndarray  # [n] text ids, [T] units, or [n_q, T] codes
+    ids: np.ndarray  # [n] text ids, [T] units, [n_q, T] codes, or a 0-d frame count (continuous)
     closed: bool = True  # False when the end marker is missing (e.g. generation hit its limit)
 
 
@@ -141,9 +161,18 @@ class ParsedSequence:
 
 # ---- segments <-> ids ------------------------------------------------------------------------
 def stream_body(vocab: UnifiedVocab, stream: str, local: np.ndarray) -> np.ndarray:
-    """Local stream ids -> global body ids (codec streams laid out by their layout)."""
+    """Local stream ids -> global body ids (codec streams laid out by their layout; a continuous
+    stream's frame count ``n`` -> its placeholder ``n`` times)."""
     spec = vocab.stream(stream)
     local = np.asarray(local, dtype=np.int64)
+    if spec.continuous:
+        if local.ndim != 0 or int(local) < 0:
+            raise FormatError(
+                f"stream {stream!r} is continuous: its speech is a frame count n >= 0, "
+                f"got an array of shape {local.shape}"
+                + ("" if local.ndim else f" holding {int(local)}")
+            )
+        return np.full(int(local), vocab.placeholder(stream), dtype=np.int64)
     if spec.kind == "units":
         if local.ndim != 1:
             raise FormatError(f"stream {stream!r}: units must be [T], got shape {local.shape}")
@@ -159,6 +188,9 @@ def parse_stream_body(vocab: UnifiedVocab, stream: str, ids: np.ndarray) -> np.n
     """Global body ids -> local ids (inverse of :func:`stream_body`)."""
     spec = vocab.stream(stream)
     ids = np.asarray(ids, dtype=np.int64)
+    if spec.continuous:  # every id must be the placeholder; the count comes back
+        vocab.to_local(stream, ids)
+        return np.asarray(len(ids), dtype=np.int64)
     if spec.kind == "units":
         return vocab.to_local(stream, ids)
     layout = get_layout(spec.layout)
@@ -246,6 +278,17 @@ def parse_sequence(vocab: UnifiedVocab, ids: Sequence[int] | np.ndarray) -> Pars
     return ParsedSequence(task, segments, ended)
 
 
+def unmask_input_only(vocab: UnifiedVocab, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``mask`` off at the input-only ids (continuous streams' placeholders and markers): they are
+    never predicted, whatever turns or segments the loss covers."""
+    banned = vocab.input_only_ids()
+    return mask & ~np.isin(ids, banned) if banned else mask
+
+
+def _is_continuous(vocab: UnifiedVocab, modality: str) -> bool:
+    return modality != "text" and vocab.stream(modality).continuous
+
+
 # ---- formats --------------------------------------------------------------------------------
 class TaskFormat(ABC):
     """Base of all tasks. ``eligible`` picks records, ``build`` makes training examples, ``prompt``
@@ -278,15 +321,33 @@ class TaskFormat(ABC):
             vocab,
             stream=options.stream if cls.needs_stream else None,
             loss_on_input=options.loss_on_input,
+            input_streams=options.input_streams if cls.needs_stream else (),
         )
 
-    def __init__(self, vocab: UnifiedVocab, stream: str | None = None, loss_on_input: bool = False):
+    def __init__(
+        self,
+        vocab: UnifiedVocab,
+        stream: str | None = None,
+        loss_on_input: bool = False,
+        input_streams: Sequence[str] = (),
+    ):
         vocab.task(self.task)  # raises for a tag this vocab does not know
         self.vocab = vocab
         self.stream = (stream or vocab.default_stream) if self.needs_stream else stream
         if self.stream is not None:
             vocab.stream(self.stream)
+        self.input_streams: tuple[str, ...] = tuple(input_streams) or (
+            (self.stream,) if self.stream is not None else ()
+        )
+        for s in self.input_streams:
+            vocab.stream(s)
         self.loss_on_input = loss_on_input
+        m = self.target_modality
+        if m is not None and _is_continuous(vocab, m):
+            raise FormatError(
+                f"task {self.task!r}: stream {m!r} is continuous (encoder input only) and cannot "
+                "be its output; choose a units or codec stream"
+            )
 
     @property
     def target_modality(self) -> str | None:
@@ -300,11 +361,19 @@ class TaskFormat(ABC):
         return None if m is None else "text" if m == "text" else "speech"
 
     # ---- which records ------------------------------------------------------------------------
-    def frames(self, r: RecordLike) -> int:
-        """Frames of this task's stream in a record (0 when it has none)."""
-        if self.stream is None or self.stream not in r.streams:
+    def frames(self, r: RecordLike, stream: str | None = None) -> int:
+        """Frames of a stream (this task's by default) in a record (0 when it has none)."""
+        stream = stream or self.stream
+        if stream is None or stream not in r.streams:
             return 0
-        return int(np.asarray(r.streams[self.stream]).shape[-1])
+        return num_frames(r.streams[stream])
+
+    @property
+    def record_streams(self) -> tuple[str, ...]:
+        """The streams a record must hold (with >= :attr:`min_frames` frames) for a task that
+        requires speech: the input streams and the task's stream."""
+        both = (*self.input_streams, self.stream)
+        return tuple(dict.fromkeys(s for s in both if s is not None))
 
     def eligible(self, r: RecordLike) -> bool:
         """Whether the task can build an example from this record (see :attr:`requires`)."""
@@ -312,7 +381,10 @@ class TaskFormat(ABC):
         return (
             (r.meta or {}).get(DOC_KIND_KEY) in self.doc_kinds
             and ("text" not in need or has_text(r))
-            and ("speech" not in need or self.frames(r) >= self.min_frames)
+            and (
+                "speech" not in need
+                or all(self.frames(r, s) >= self.min_frames for s in self.record_streams)
+            )
             and ("words" not in need or bool(r.words))
         )
 
@@ -342,14 +414,18 @@ class TaskFormat(ABC):
         return (target if target is not None else r).text or ""
 
     def request(self, r: RecordLike) -> Any:
-        """The generation input a record gives: its text, or its stream's local ids."""
+        """The generation input a record gives: its text, or its (first input) stream's local ids."""
         if self.input_modality == "text":
             return r.text or ""
-        return np.asarray(r.streams[self.stream], dtype=np.int64)
+        return np.asarray(r.streams[self.input_streams[0]], dtype=np.int64)
 
     def inputs(self, utt: Utterance) -> list[tuple[str, np.ndarray]]:
         """Input-side segments as (modality, local ids)."""
         return []
+
+    def speech_inputs(self, utt: Utterance) -> list[tuple[str, np.ndarray]]:
+        """One segment per input stream, in order (what a speech-input task's :meth:`inputs` are)."""
+        return [(s, utt.stream(s)) for s in self.input_streams]
 
     @abstractmethod
     def targets(
@@ -367,15 +443,22 @@ class TaskFormat(ABC):
         v = self.vocab
         parts = [v.prefix(self.task)]
         masks = [np.zeros(v.prefix_len, dtype=bool)]
-        groups = ((self.inputs(utt), self.loss_on_input), (self.targets(utt, target, rng), True))
-        for group, train in groups:
+        targets = self.targets(utt, target, rng)
+        for modality, _ in targets:
+            if _is_continuous(v, modality):
+                raise FormatError(
+                    f"task {self.task!r}: stream {modality!r} is continuous (encoder input only) "
+                    "and cannot be a target"
+                )
+        for group, train in ((self.inputs(utt), self.loss_on_input), (targets, True)):
             for modality, local in group:
                 seg = encode_segment(v, modality, local)
                 parts.append(seg)
                 masks.append(np.full(len(seg), train))
         parts.append(np.array([v.eos], dtype=np.int64))
         masks.append(np.ones(1, dtype=bool))
-        return np.concatenate(parts), np.concatenate(masks)
+        ids = np.concatenate(parts)
+        return ids, unmask_input_only(v, ids, np.concatenate(masks))
 
     def build_record(
         self,

@@ -20,7 +20,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tokunify.core.vocab import UnifiedVocab
-from tokunify.tasks.base import FormatError, RecordLike, TaskFormat, TaskOptions, Utterance
+from tokunify.tasks.base import (
+    FormatError,
+    RecordLike,
+    TaskFormat,
+    TaskOptions,
+    Utterance,
+    unmask_input_only,
+)
 from tokunify.tasks.conversation import (
     ROLES,
     Conversation,
@@ -109,7 +116,8 @@ class ChatFormat(TaskFormat):
             conv = self.conversation(r, target)
         except ConversationError as e:
             raise FormatError(str(e)) from e
-        return self.template.render(self.vocab, self.tokenizer, conv, self.loss_on)
+        ids, mask = self.template.render(self.vocab, self.tokenizer, conv, self.loss_on)
+        return ids, unmask_input_only(self.vocab, ids, mask)
 
     def targets(self, utt, target, rng):
         raise FormatError("the chat task builds from conversation records (build_record)")
@@ -204,7 +212,8 @@ class InstructFormat(ChatFormat):
         if words and utt.words is None:
             raise FormatError(f"{self.task}: record {r.id!r} has no word alignments")
         conv = self.conversation_of(utt, utterance(target) if target is not None else None, rng)
-        return self.template.render(self.vocab, self.tokenizer, conv, self.loss_on)
+        ids, mask = self.template.render(self.vocab, self.tokenizer, conv, self.loss_on)
+        return ids, unmask_input_only(self.vocab, ids, mask)
 
 
 class InstructContinueFormat(InstructFormat):

@@ -29,6 +29,7 @@ import numpy as np
 from tokunify.data.store.layout import StoreMeta, open_or_create
 from tokunify.data.store.schema import Record
 from tokunify.data.store.writer import write_chunk
+from tokunify.tasks.base import num_frames
 
 Role = Literal["system", "user", "assistant"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
@@ -42,8 +43,9 @@ class ConversationError(ValueError):
 
 @dataclass(eq=False)
 class SpeechPart:
-    """Speech in a message: local ids of ``stream`` (``[T]`` units, ``[n_q, T]`` codec), or ``ref``,
-    the id of a store record whose stream holds them (resolved by :meth:`Conversation.resolve`)."""
+    """Speech in a message: local ids of ``stream`` (``[T]`` units, ``[n_q, T]`` codec, or a 0-d
+    frame count for a continuous stream), or ``ref``, the id of a store record whose stream holds
+    them (resolved by :meth:`Conversation.resolve`)."""
 
     stream: str
     ids: np.ndarray | None = None
@@ -56,14 +58,15 @@ class SpeechPart:
             )
         if self.ids is not None:
             self.ids = np.asarray(self.ids, dtype=np.int64)
-            if self.ids.ndim not in (1, 2):
+            if self.ids.ndim not in (0, 1, 2) or (self.ids.ndim == 0 and int(self.ids) < 0):
                 raise ConversationError(
-                    f"speech part of stream {self.stream!r}: ids must be [T] or [n_q, T], got shape {self.ids.shape}"
+                    f"speech part of stream {self.stream!r}: ids must be [T], [n_q, T] or a frame "
+                    f"count >= 0, got shape {self.ids.shape}"
                 )
 
     @property
     def frames(self) -> int:
-        return 0 if self.ids is None else int(self.ids.shape[-1])
+        return 0 if self.ids is None else num_frames(self.ids)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SpeechPart):
@@ -75,6 +78,7 @@ class SpeechPart:
 
     def __repr__(self) -> str:
         what = f"ids={self.ids.tolist()}" if self.ids is not None else f"ref={self.ref!r}"
+        what = f"frames={self.frames}" if self.ids is not None and self.ids.ndim == 0 else what
         return f"SpeechPart({self.stream!r}, {what})"
 
 
@@ -194,7 +198,7 @@ class Conversation:
             text=None,
             seconds=float(seconds),
             text_ids=None,
-            streams={k: np.concatenate(v, axis=-1).astype(np.uint32) for k, v in streams.items()},
+            streams={k: _join(v) for k, v in streams.items()},
             durations={},
             words=None,
             meta=meta,
@@ -228,8 +232,10 @@ class Conversation:
                         f"record {record.id!r} message {i}: no stream {stream!r} in the record"
                     )
                 a, n = offsets[stream], int(d["frames"])
-                ids = np.asarray(record.streams[stream], dtype=np.int64)[..., a : a + n]
-                if ids.shape[-1] != n:
+                ids = np.asarray(record.streams[stream], dtype=np.int64)
+                # a continuous stream holds its total frame count; its parts take theirs in turn
+                ids = np.asarray(min(n, int(ids) - a)) if ids.ndim == 0 else ids[..., a : a + n]
+                if num_frames(ids) != n:
                     raise ConversationError(
                         f"record {record.id!r}: stream {stream!r} has {a + ids.shape[-1]} frames, messages need more"
                     )
@@ -240,6 +246,13 @@ class Conversation:
             except KeyError:
                 raise ConversationError(f"record {record.id!r} message {i}: no role") from None
         return cls(msgs, dict(record.meta.get(CONVERSATION_KEY, {})))
+
+
+def _join(parts: list[np.ndarray]) -> np.ndarray:
+    """A stream's parts along time: ids concatenated, or continuous frame counts summed (0-d)."""
+    if parts[0].ndim == 0:
+        return np.asarray(sum(int(p) for p in parts), dtype=np.uint32)
+    return np.concatenate(parts, axis=-1).astype(np.uint32)
 
 
 def is_conversation(record: Any) -> bool:

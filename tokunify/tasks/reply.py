@@ -33,7 +33,8 @@ class ReplyGrammar:
     end marker. ``reply="text"`` / ``"speech"``: exactly one segment of that modality (the first
     stream for speech). Unstructured (a base model's own template): anything but the vocab's
     specials, task tags and reserved rows; ``reply="speech"`` opens with the stream's start marker
-    and ``"text"`` bans stream markers.
+    and ``"text"`` bans stream markers. Continuous (encoder-input) streams are never generated:
+    their markers and placeholder are allowed nowhere.
     """
 
     def __init__(
@@ -51,19 +52,21 @@ class ReplyGrammar:
         self.vocab, self.reply, self.structured = vocab, reply, structured
         self.stops = np.zeros(vocab.size, bool)
         self.stops[list(stops)] = True
-        self.starts = {vocab.stream_start(s.name): s.name for s in vocab.streams}
+        emitted = [s for s in vocab.streams if not s.continuous]
+        self.starts = {vocab.stream_start(s.name): s.name for s in emitted}
         text_specials = self._ids([i for i in banned if 0 <= i < vocab.text_size]) & ~self.stops
         self.text = vocab.mask("text").numpy() & ~text_specials
         self.body = {
             s.name: vocab.mask(s.name).numpy()
             | self._ids([vocab.empty] if s.kind == "codec" else [])
-            for s in vocab.streams
+            for s in emitted
         }
-        speech = vocab.stream_start(vocab.default_stream) if vocab.streams else None
+        speech = vocab.stream_start(vocab.default_stream) if emitted else None
         self.prefix = (
             [speech] if (reply == "speech" and not structured and speech is not None) else []
         )
-        free = (~vocab.mask("special", "task", "reserved").numpy() & ~text_specials) | self.stops
+        free = ~vocab.mask("special", "task", "reserved").numpy() & ~text_specials
+        free = (free & ~vocab.input_only_mask().numpy()) | self.stops
         if reply == "text":
             free &= ~vocab.mask("marker").numpy()
         self.free = free

@@ -41,13 +41,20 @@ class S2SFormat(TaskFormat):
         stream: str | None = None,
         loss_on_input: bool = False,
         pair_key: str = DEFAULT_PAIR_KEY,
+        input_streams: tuple[str, ...] = (),
     ):
-        super().__init__(vocab, stream, loss_on_input)
+        super().__init__(vocab, stream, loss_on_input, input_streams)
         self.pair_key = pair_key
 
     @classmethod
     def from_options(cls, vocab, options):
-        return cls(vocab, options.stream, options.loss_on_input, options.pair_key)
+        return cls(
+            vocab, options.stream, options.loss_on_input, options.pair_key, options.input_streams
+        )
+
+    @property
+    def record_streams(self):
+        return self.input_streams  # the target stream is the pair's (pair_eligible)
 
     def eligible(self, r):
         return super().eligible(r) and bool(r.meta.get(self.pair_key))
@@ -59,7 +66,7 @@ class S2SFormat(TaskFormat):
         return self.frames(target) > 0
 
     def inputs(self, utt):
-        return [(self.stream, utt.stream(self.stream))]
+        return self.speech_inputs(utt)
 
     def targets(self, utt, target, rng):
         if target is None:
@@ -68,6 +75,11 @@ class S2SFormat(TaskFormat):
 
     def parse(self, ids):
         parsed = self.parse_checked(ids)
+        if self.input_streams != (self.stream,):  # a source segment per input stream, the target
+            n, segs = len(self.input_streams), parsed.segments
+            src = Utterance(speech={s.modality: s.ids for s in segs[:n]})
+            tgt = Utterance(speech={self.stream: segs[n].ids}) if len(segs) > n else Utterance()
+            return src, tgt
         speech = [s for s in parsed.segments if s.modality == self.stream]
         src = Utterance(speech={self.stream: speech[0].ids}) if speech else Utterance()
         tgt = Utterance(speech={self.stream: speech[1].ids}) if len(speech) > 1 else Utterance()

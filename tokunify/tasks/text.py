@@ -8,6 +8,7 @@ import numpy as np
 from tokunify.core.layouts import get_layout
 from tokunify.core.vocab import UnifiedVocab
 from tokunify.tasks.base import (
+    FormatError,
     RecordLike,
     TaskFormat,
     stream_body,
@@ -88,10 +89,16 @@ class ContinueFormat(TaskFormat):
         vocab: UnifiedVocab,
         stream: str | None = None,
         loss_on_input: bool = False,
+        input_streams: tuple[str, ...] = (),
         prompt_fraction: float = 0.5,
         fraction_range: tuple[float, float] = (0.2, 0.8),
     ):
-        super().__init__(vocab, stream, loss_on_input)
+        super().__init__(vocab, stream, loss_on_input, input_streams)
+        if self.input_streams != (self.stream,):
+            raise FormatError(
+                f"continue: the prompt is the head of stream {self.stream!r}; other input streams "
+                f"{list(self.input_streams)} cannot be read"
+            )
         self.prompt_fraction = prompt_fraction
         self.fraction_range = fraction_range
 

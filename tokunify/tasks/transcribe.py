@@ -13,6 +13,10 @@ class ASRFormat(TaskFormat):
     ``Utterance(text=[5], speech={"units": [3, 7]})`` ->
     ``[bos, task:asr, units_start, u:3, u:7, units_end, text_start, T:5, text_end, eos]``,
     mask ``[0, 0, 0, 0, 0, 0, 1, 1, 1, 1]``. Prompt: ``[bos, task:asr, units_start, u:3, u:7, units_end, text_start]``.
+
+    A continuous stream ``enc`` hears encoder frames: ``speech={"enc": 2}`` gives
+    ``[.., enc_start, enc_frame, enc_frame, enc_end, text_start, ..]``; ``input_streams=("units", "enc")``
+    gives both segments, units first (hybrid input).
     """
 
     task = "asr"
@@ -22,8 +26,12 @@ class ASRFormat(TaskFormat):
     preset = MappingProxyType({"do_sample": False, "num_beams": 1, "max_new_tokens": 128})
     metric = "text_wer"
 
+    @property
+    def record_streams(self):
+        return self.input_streams  # the stream is only heard, never emitted
+
     def inputs(self, utt):
-        return [(self.stream, utt.stream(self.stream))]
+        return self.speech_inputs(utt)
 
     def targets(self, utt, target, rng):
         return [("text", utt.text_ids())]
