@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import time
 
+import httpx
 import numpy as np
 import pytest
 import soundfile as sf
@@ -168,3 +171,46 @@ def test_streamed_audio_reply(client, server):
                                     reply="speech", vocode=True)[0]  # fmt: skip
     n = 0 if want.audio is None else len(want.audio)
     assert len(pcm) == 2 * n  # the engine's spoken reply, as 16-bit samples
+
+
+def test_streamed_audio_comes_in_chunks_that_make_the_whole_reply(client, server):
+    """A reply of 60 units (the tiny vocoder's durations: about a frame each) is vocoded in 25-frame
+    chunks while it is generated, so it streams as several ``delta.audio`` chunks. Each chunk is
+    vocoded with 24 frames of context on both sides and cropped (the vocoder's chunked path), which
+    equals vocoding the whole reply at once within float error; after PCM16 rounding a sample may
+    land one step apart, so the concatenated PCM has the non-streamed reply's length and is within
+    one step of it everywhere. The transcript deltas join to the non-streamed transcript."""
+    ask = dict(model="tiny", messages=three_turns(), modalities=["text", "audio"],
+               audio={"voice": "alloy", "format": "pcm16"}, max_tokens=60, temperature=0, seed=2)  # fmt: skip
+    whole = client.chat.completions.create(**ask).choices[0].message.audio
+    want = np.frombuffer(base64.b64decode(whole.data), "<i2")
+    chunks = [c.choices[0].delta.audio for c in client.chat.completions.create(**ask, stream=True)
+              if getattr(c.choices[0].delta, "audio", None)]  # fmt: skip
+    pcm = [np.frombuffer(base64.b64decode(a.data), "<i2") for a in chunks]
+    assert sum(len(p) > 0 for p in pcm) > 1, "one audio chunk: not vocoded in pieces"
+    assert len({a.id for a in chunks}) == 1
+    got = np.concatenate(pcm)
+    assert len(want) > 0 and len(got) == len(want)
+    assert np.abs(got.astype(np.int32) - want).max() <= 1
+    assert "".join(a.transcript for a in chunks) == whole.transcript
+
+
+def test_a_client_that_leaves_a_stream_stops_its_generation(server):
+    """Closed after the first event: the stream slot comes back and the generation is cut at its
+    next step (``streams_stopped`` counts generations stopped so), long before max_tokens. The
+    greedy reply of this conversation does not end by itself within 40 tokens."""
+    conv = Conversation([Message("user", FIRST)])
+    assert server.engine.chat.reply([conv], Decoding(temperature=0, max_new_tokens=40), reply="text")[0].hit_limit  # fmt: skip
+    health = lambda: httpx.get(f"{server.url}/health").json()  # noqa: E731
+    before = server.engine.streams_stopped
+    body = {"model": "tiny", "messages": [{"role": "user", "content": FIRST}], "max_tokens": 4000,
+            "temperature": 0, "stream": True}  # fmt: skip
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=60) as r:
+        assert r.status_code == 200
+        first = json.loads(next(r.iter_lines()).removeprefix("data: "))
+        assert first["choices"][0]["delta"]["role"] == "assistant"
+    t0 = time.monotonic()
+    while (health()["streams"]["active"] or server.engine.streams_stopped == before) and time.monotonic() - t0 < 30:  # fmt: skip
+        time.sleep(0.05)
+    assert health()["streams"]["active"] == 0
+    assert server.engine.streams_stopped == before + 1

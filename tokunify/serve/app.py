@@ -650,12 +650,21 @@ async def _chat_reply(
 def _stream_chat(
     engine: Engine, conv: Conversation, decoding: Any, seed: int, kind: str
 ) -> Response:
-    """Server-Sent Events of ``chat.completion.chunk``: the role, a text delta per new piece of
-    text as ids are generated (:meth:`ChatEngine.stream`), for a spoken reply one ``delta.audio``
-    (base64 PCM16 at the bundle's rate, and its transcript) once it is vocoded, then ``[DONE]``.
-    The stream holds a stream slot of the admission until its last event is sent."""
+    """Server-Sent Events of ``chat.completion.chunk``: the role, then a text delta per new piece
+    of text as ids are generated (:meth:`ChatEngine.stream`); for a spoken reply a ``delta.audio``
+    per chunk of speech as it is vocoded (base64 PCM16 at the bundle's rate, one audio id, the
+    reply's text since the previous chunk as its ``transcript``; the last chunk's transcript is
+    the model's own transcription when the reply has no text, as in a whole reply), then the
+    finish reason and ``[DONE]``. The stream holds a stream slot of the admission until its last
+    event is sent; a client that leaves stops the generation at its next step."""
     ticket = engine.admission.admit(stream=True)
+    try:
+        replies, stop = engine.stream_chat(conv, decoding, seed, kind)
+    except BaseException:
+        engine.admission.release(ticket)
+        raise
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    aid = f"audio_{uuid.uuid4().hex}"
 
     def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
         chunk = {"id": cid, "object": "chat.completion.chunk", "created": created,
@@ -663,30 +672,41 @@ def _stream_chat(
                  "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}  # fmt: skip
         return f"data: {json.dumps(chunk)}\n\n".encode()
 
-    def body() -> Iterator[bytes]:
+    def audio(pcm: np.ndarray | None, transcript: str) -> bytes:
+        data = base64.b64encode(audio_out.to_pcm16(pcm) if pcm is not None else b"").decode()
+        return event({"audio": {"id": aid, "expires_at": created + 3600, "data": data,
+                                "transcript": transcript}})  # fmt: skip
+
+    async def body() -> AsyncIterator[bytes]:
         yield event({"role": "assistant", "content": ""})
         sent, final = "", None
-        for r in engine.chat.stream(conv, decoding, seed, kind, vocode=kind == "speech"):
+        # next() on a worker thread: the engine blocks between ids and while it vocodes
+        while (r := await run_in_threadpool(next, replies, None)) is not None:
             # a byte-level tokenizer's partial character decodes as U+FFFD: wait for the rest
             text = "".join(p for p in r.content if isinstance(p, str)).rstrip("\ufffd")
-            if kind == "text" and text.startswith(sent) and len(text) > len(sent):
+            grown = text.startswith(sent) and len(text) > len(sent)
+            if kind == "text" and grown:
                 yield event({"content": text[len(sent) :]})
                 sent = text
+            elif kind == "speech" and r.chunk is not None and not r.done:
+                yield audio(r.chunk, text[len(sent) :] if grown else "")
+                sent = text if grown else sent
             final = r
         assert final is not None
         if kind == "speech":
-            audio = final.audio if final.audio is not None else np.zeros(0, np.float32)
-            yield event({"audio": {"id": f"audio_{uuid.uuid4().hex}", "expires_at": created + 3600,
-                                   "data": base64.b64encode(audio_out.to_pcm16(audio)).decode(),
-                                   "transcript": final.text}})  # fmt: skip
+            text = "".join(p for p in final.content if isinstance(p, str))
+            rest = text[len(sent) :] if text.startswith(sent) else ""
+            if not final.text:  # no text parts: what the model hears in its speech, as _chat_reply
+                units = [p.ids for p in final.speech if p.stream == engine.chat.speech_stream]
+                rest = await _transcript(engine, np.concatenate(units) if units else None)
+            yield audio(final.chunk, rest)
         elif final.text.strip() != sent.strip():  # a stripped or re-parsed tail
             yield event({"content": final.text[len(sent) :] if final.text.startswith(sent) else ""})
         yield event({}, "length" if final.hit_limit else "stop")
         yield b"data: [DONE]\n\n"
 
     return _StreamUntilGone(
-        lambda: engine.admission.release(ticket), iterate_in_threadpool(body()),
-        media_type="text/event-stream",
+        lambda: _end_stream(engine, stop, ticket), body(), media_type="text/event-stream",
         headers={"X-Sample-Rate": str(engine.gen.sample_rate), "Cache-Control": "no-cache"},
     )  # fmt: skip
 
