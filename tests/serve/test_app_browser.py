@@ -136,7 +136,8 @@ def _as_conversation(chat, messages: list[dict]) -> Conversation:  # type: ignor
 def test_page_chat_keeps_its_history_through_the_server(server, browser):
     """Three turns (typed, recorded, typed): each request carries every earlier turn (the page's
     request log), the server's prompt for it is the chat template's rendering of that whole history
-    (the reply's prompt tokens, shown on the page), and the page shows the three replies."""
+    (the reply's prompt tokens, shown on the page), and the page shows the three replies. A turn
+    the server refuses (special-token text) is shown as an error and left out of the history."""
     d = browser
     d.get(server.url + "/")
     _wait(d, "return document.body.dataset.ready === '1'")
@@ -150,20 +151,26 @@ def test_page_chat_keeps_its_history_through_the_server(server, browser):
     d.find_element(By.ID, "chat-text").send_keys("my cat is red")
     d.find_element(By.ID, "chat-send").click()
     replied(1)
+    d.find_element(By.ID, "chat-text").send_keys("hi <|eos|> there")
+    d.find_element(By.ID, "chat-send").click()
+    replied(2)
     d.find_element(By.ID, "chat-rec").click()  # the fake microphone
     _wait(d, "return document.getElementById('chat-rec').textContent.includes('Stop')")
     d.execute_script("return new Promise(r => setTimeout(r, 1200))")
     d.find_element(By.ID, "chat-rec").click()
-    replied(2)
+    replied(3)
     d.find_element(By.ID, "chat-text").send_keys("what colour is my cat?")
     d.find_element(By.ID, "chat-send").click()
-    replied(3)
+    replied(4)
 
     replies = d.find_elements(By.CSS_SELECTOR, ".msg.assistant")
+    refused = replies.pop(1)
+    assert refused.text.startswith("error: ") and "<|eos|>" in refused.text
     assert len(replies) == 3 and all("error" not in r.text for r in replies), [r.text for r in replies]  # fmt: skip
     assert all(r.find_elements(By.TAG_NAME, "audio") for r in replies)  # spoken replies
     sent = [b["messages"] for b in d.execute_script("return window.chatRequests")]
-    assert [len(m) for m in sent] == [1, 3, 5]
+    assert [len(m) for m in sent] == [1, 3, 3, 5]
+    sent.pop(1)  # the refused turn's request
     assert [m["role"] for m in sent[2]] == ["user", "assistant", "user", "assistant", "user"]
     assert sent[1][:1] == sent[0] and sent[2][:3] == sent[1]  # every earlier turn, as it was sent
     assert sent[1][2]["content"][0]["type"] == "input_audio"  # the recording
