@@ -653,9 +653,9 @@ def _stream_chat(
     """Server-Sent Events of ``chat.completion.chunk``: the role, then a text delta per new piece
     of text as ids are generated (:meth:`ChatEngine.stream`); for a spoken reply a ``delta.audio``
     per chunk of speech as it is vocoded (base64 PCM16 at the bundle's rate, one audio id, the
-    reply's text since the previous chunk as its ``transcript``; the last chunk's transcript is
-    the model's own transcription when the reply has no text, as in a whole reply), then the
-    finish reason and ``[DONE]``. The stream holds a stream slot of the admission until its last
+    reply's text since the previous chunk as its ``transcript``) and, when the reply has no text,
+    a last ``delta.audio`` with no samples whose ``transcript`` is the model's own transcription
+    (as in a whole reply); then the finish reason and ``[DONE]``. The stream holds a stream slot of the admission until its last
     event is sent; a client that leaves stops the generation at its next step."""
     ticket = engine.admission.admit(stream=True)
     try:
@@ -695,11 +695,11 @@ def _stream_chat(
         assert final is not None
         if kind == "speech":
             text = "".join(p for p in final.content if isinstance(p, str))
-            rest = text[len(sent) :] if text.startswith(sent) else ""
+            yield audio(final.chunk, text[len(sent) :] if text.startswith(sent) else "")
             if not final.text:  # no text parts: what the model hears in its speech, as _chat_reply
                 units = [p.ids for p in final.speech if p.stream == engine.chat.speech_stream]
-                rest = await _transcript(engine, np.concatenate(units) if units else None)
-            yield audio(final.chunk, rest)
+                said = await _transcript(engine, np.concatenate(units) if units else None)
+                yield audio(None, said)  # after the speech: the transcription does not delay it
         elif final.text.strip() != sent.strip():  # a stripped or re-parsed tail
             yield event({"content": final.text[len(sent) :] if final.text.startswith(sent) else ""})
         yield event({}, "length" if final.hit_limit else "stop")
