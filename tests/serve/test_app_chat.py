@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tokunify.chat.session import ChatSession
+from tokunify.demos.instruct import replies
 from tokunify.generate.decoding import Decoding
 from tokunify.tasks.conversation import Conversation, Message
 
@@ -95,9 +97,51 @@ def test_an_earlier_audio_reply_counts_as_its_transcript(client, server):
     assert by_audio.choices[0].message.content == plain.choices[0].message.content
     turns[2] = {"role": "assistant", "audio": {"id": "audio_x"}}
     with pytest.raises(
-        openai.BadRequestError, match=r"messages\.2\.audio: this server keeps no earlier audio"
+        openai.BadRequestError,
+        match=r"messages\.2\.audio: no earlier audio reply 'audio_x' on this server",
     ):
         client.chat.completions.create(model="tiny", messages=turns, max_tokens=4)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_an_earlier_spoken_reply_comes_back_by_its_audio_id(client, server, stream):
+    """OpenAI's multi-turn audio: the next request sends the spoken reply back as
+    ``{"audio": {"id": ...}}`` only; the server reads it as the transcript it sent with it."""
+    ask = dict(model="tiny", messages=three_turns()[:2], modalities=["text", "audio"],
+               audio={"voice": "alloy", "format": "pcm16"}, max_tokens=12, temperature=0)  # fmt: skip
+    if stream:
+        deltas = [c.choices[0].delta.audio for c in client.chat.completions.create(**ask, stream=True)
+                  if getattr(c.choices[0].delta, "audio", None)]  # fmt: skip
+        aid, transcript = deltas[0].id, "".join(a.transcript for a in deltas)
+    else:
+        a = client.chat.completions.create(**ask).choices[0].message.audio
+        aid, transcript = a.id, a.transcript
+    assert transcript  # non-empty: a wrong one would change the prompt
+    follow = {"role": "user", "content": SECOND}
+    by_id = client.chat.completions.create(model="tiny", max_tokens=4, temperature=0,
+        messages=[*ask["messages"], {"role": "assistant", "audio": {"id": aid}}, follow])  # fmt: skip
+    by_text = client.chat.completions.create(model="tiny", max_tokens=4, temperature=0,
+        messages=[*ask["messages"], {"role": "assistant", "content": transcript}, follow])  # fmt: skip
+    assert by_id.usage.prompt_tokens == by_text.usage.prompt_tokens
+    assert by_id.choices[0].message.content == by_text.choices[0].message.content
+
+
+def test_the_server_answers_as_the_instruct_demo_and_tokunify_chat_do(client, server):
+    """The same bundle, conversation, decoding and seed as
+    tests/demos/test_demo_instruct.py::test_demo_metrics_and_chat_over_stdin_give_the_same_reply,
+    where the demo's reply function and `tokunify chat` over stdin agree: the server's reply is the
+    demo's and the chat session's (what `tokunify chat` runs), sampled."""
+    conv = Conversation([Message("system", "be brief"), Message("user", "what is two plus three")])
+    decoding = Decoding(temperature=1.3, max_new_tokens=12)
+    demo = "".join(replies(server.engine.gen, [conv], "text", decoding, seed=7)[0]).strip()
+    session = ChatSession(server.engine.chat, system="be brief", reply="text", decoding=decoding, seed=7)  # fmt: skip
+    said = session.say("what is two plus three").text
+    r = client.chat.completions.create(
+        model="tiny", messages=[{"role": "system", "content": "be brief"},
+                                {"role": "user", "content": "what is two plus three"}],
+        max_tokens=12, temperature=1.3, seed=7,
+    )  # fmt: skip
+    assert demo and r.choices[0].message.content == demo == said
 
 
 def test_spoken_reply_of_a_conversation(client, server):

@@ -544,10 +544,10 @@ def _completion(
     """OpenAI's ``chat.completion`` object for one answer (``audio``: encoded speech, or None)."""
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
     if audio is not None:
-        message["audio"] = {
-            "id": f"audio_{uuid.uuid4().hex}", "data": base64.b64encode(audio).decode(),
-            "expires_at": int(time.time()) + 3600, "transcript": transcript,
-        }  # fmt: skip
+        aid, expires = engine.audio_replies.new()
+        engine.audio_replies.keep(aid, transcript, expires)  # a later turn may send back the id
+        message["audio"] = {"id": aid, "data": base64.b64encode(audio).decode(),
+                            "expires_at": expires, "transcript": transcript}  # fmt: skip
     return JSONResponse({
         "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
         "created": int(time.time()), "model": engine.model_name,
@@ -585,12 +585,7 @@ async def _conversation(engine: Engine, messages: list[ChatMessage]) -> Conversa
             raise RequestError(f"{where}: role {m.role!r} is not supported; use system, developer, user or assistant", param=f"{where}.role")  # fmt: skip
         content = m.content
         if content is None and m.role == "assistant" and m.audio is not None:
-            content = m.audio.get("transcript")
-            if not isinstance(content, str):
-                raise RequestError(
-                    f"{where}.audio: this server keeps no earlier audio replies; send the reply's transcript as the message content",
-                    param=f"{where}.content",
-                )  # fmt: skip
+            content = _earlier_audio(engine, m.audio, f"{where}.audio")
         parts: list[str | SpeechPart] = []
         for at, value in _parts(engine, content, where):
             if isinstance(value, str):
@@ -612,6 +607,23 @@ async def _conversation(engine: Engine, messages: list[ChatMessage]) -> Conversa
     if not any(t.role == "user" for t in turns):
         raise RequestError("messages: no user message to answer", param="messages")
     return Conversation(turns)
+
+
+def _earlier_audio(engine: Engine, audio: dict[str, Any], where: str) -> str:
+    """An earlier assistant audio reply (``{"id": ...}``, OpenAI's multi-turn audio) as its
+    transcript: the one given, else the one this server sent with that id."""
+    given = audio.get("transcript")
+    if isinstance(given, str):
+        return given
+    aid = audio.get("id")
+    said = engine.audio_replies.transcript(aid) if isinstance(aid, str) else None
+    if said is None:
+        keep = engine.audio_replies
+        raise RequestError(
+            f"{where}: no earlier audio reply {aid!r} on this server (it keeps the newest {keep.size} for {keep.ttl_s // 60} minutes); send the reply's transcript as the message content",
+            param=where,
+        )  # fmt: skip
+    return said
 
 
 async def _chat_reply(
@@ -664,7 +676,8 @@ def _stream_chat(
         engine.admission.release(ticket)
         raise
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    aid = f"audio_{uuid.uuid4().hex}"
+    aid, expires = engine.audio_replies.new()
+    said: list[str] = []  # the transcript deltas sent
 
     def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
         chunk = {"id": cid, "object": "chat.completion.chunk", "created": created,
@@ -674,7 +687,8 @@ def _stream_chat(
 
     def audio(pcm: np.ndarray | None, transcript: str) -> bytes:
         data = base64.b64encode(audio_out.to_pcm16(pcm) if pcm is not None else b"").decode()
-        return event({"audio": {"id": aid, "expires_at": created + 3600, "data": data,
+        said.append(transcript)
+        return event({"audio": {"id": aid, "expires_at": expires, "data": data,
                                 "transcript": transcript}})  # fmt: skip
 
     async def body() -> AsyncIterator[bytes]:
@@ -698,8 +712,9 @@ def _stream_chat(
             yield audio(final.chunk, text[len(sent) :] if text.startswith(sent) else "")
             if not final.text:  # no text parts: what the model hears in its speech, as _chat_reply
                 units = [p.ids for p in final.speech if p.stream == engine.chat.speech_stream]
-                said = await _transcript(engine, np.concatenate(units) if units else None)
-                yield audio(None, said)  # after the speech: the transcription does not delay it
+                asr = await _transcript(engine, np.concatenate(units) if units else None)
+                yield audio(None, asr)  # after the speech: the transcription does not delay it
+            engine.audio_replies.keep(aid, "".join(said), expires)
         elif final.text.strip() != sent.strip():  # a stripped or re-parsed tail
             yield event({"content": final.text[len(sent) :] if final.text.startswith(sent) else ""})
         yield event({}, "length" if final.hit_limit else "stop")

@@ -30,6 +30,7 @@ from tokunify.generate import generator as g
 from tokunify.generate.decoding import Decoding
 from tokunify.generate.generator import Generator
 from tokunify.serve.admission import Admission
+from tokunify.serve.audio_replies import AudioReplies
 from tokunify.serve.batcher import Batcher, ListBatcher, StopOnEvent
 from tokunify.serve.config import Capacity, Limits
 from tokunify.tasks import FormatError, parse_sequence
@@ -181,6 +182,7 @@ class Engine:
         self.streams_stopped = 0  # streams (speech, chat) stopped because their client left
         self.has_speech_out = self._probe_vocoder()
         self._chat: ChatEngine | None = None
+        self.audio_replies = AudioReplies()  # what an earlier spoken reply's audio.id said
 
     @property
     def chat(self) -> ChatEngine:
