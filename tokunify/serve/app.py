@@ -667,8 +667,9 @@ def _stream_chat(
     per chunk of speech as it is vocoded (base64 PCM16 at the bundle's rate, one audio id, the
     reply's text since the previous chunk as its ``transcript``) and, when the reply has no text,
     a last ``delta.audio`` with no samples whose ``transcript`` is the model's own transcription
-    (as in a whole reply); then the finish reason and ``[DONE]``. The stream holds a stream slot of the admission until its last
-    event is sent; a client that leaves stops the generation at its next step."""
+    (as in a whole reply); then the finish reason and ``[DONE]``. The stream holds a stream slot
+    of the admission until its last event is sent; a client that leaves stops the generation at
+    its next step."""
     ticket = engine.admission.admit(stream=True)
     try:
         replies, stop = engine.stream_chat(conv, decoding, seed, kind)
@@ -703,8 +704,9 @@ def _stream_chat(
                 yield event({"content": text[len(sent) :]})
                 sent = text
             elif kind == "speech" and r.chunk is not None and not r.done:
-                yield audio(r.chunk, text[len(sent) :] if grown else "")
-                sent = text if grown else sent
+                delta = text[len(sent) :] if grown else ""
+                sent += delta
+                yield audio(r.chunk, delta)
             final = r
         assert final is not None
         if kind == "speech":
