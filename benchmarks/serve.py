@@ -18,6 +18,14 @@ process's resident memory after warm-up and at the end (goal: growth < 5%). A cl
 waits its ``Retry-After`` before its next request.
 
 Run: python benchmarks/serve.py --soak [--soak-requests 2000] [--clients 32] [--max-queue N]
+
+``--chat``: latency of one conversation at a time on ``/v1/chat/completions`` (issue 28), text and
+spoken replies, streaming on and off: time to the first token (the first text delta; a spoken
+reply's first ``delta.audio`` chunk of speech) and to the full response. Streaming off, both are
+the time to the full response. Greedy, so on and off generate the same reply (its tokens are in
+the table); p50 over ``--chat-repeats`` requests after one warm-up.
+
+Run: python benchmarks/serve.py --chat [--chat-tokens 48] [--chat-repeats 5]
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import multiprocessing as mp
 import os
 import random
@@ -269,6 +278,63 @@ def soak(bundle: Path, wav: bytes, clients: int, requests: int, new_tokens: int,
     return 0 if n5xx == 0 and growth < 5 else 1
 
 
+# ---- chat latency ------------------------------------------------------------------------------
+CHAT = [{"role": "system", "content": "answer briefly"}, {"role": "user", "content": TEXTS[0]},
+        {"role": "assistant", "content": TEXTS[2]}, {"role": "user", "content": TEXTS[3]}]  # fmt: skip
+
+
+def _chat_once(http: httpx.Client, url: str, spoken: bool, stream: bool, tokens: int) -> tuple[float, float, int]:  # fmt: skip
+    """One chat request -> (s to the first token or audio chunk, s to the full response, reply
+    tokens); streaming off, the first is the full response too."""
+    body: dict = {"model": "bench", "messages": CHAT, "max_tokens": tokens, "temperature": 0, "stream": stream}  # fmt: skip
+    if spoken:
+        body |= {"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "pcm16"}}
+    t0 = time.perf_counter()
+    if not stream:
+        r = http.post(f"{url}/v1/chat/completions", json=body)
+        r.raise_for_status()
+        full = time.perf_counter() - t0
+        return full, full, r.json()["usage"]["completion_tokens"]
+    first, pieces = None, 0
+    with http.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            delta = json.loads(line[6:])["choices"][0]["delta"]
+            got = (delta.get("audio") or {}).get("data") if spoken else delta.get("content")
+            if got:
+                first = first if first is not None else time.perf_counter() - t0
+                pieces += 1
+    return (first if first is not None else float("nan")), time.perf_counter() - t0, pieces
+
+
+def chat_latency(bundle: Path, device: str, tokens: int, repeats: int) -> None:
+    proc, url = _start(bundle, True, device)
+    rows = []
+    try:
+        with httpx.Client(timeout=600) as http:
+            for spoken in (False, True):
+                # warm-up, and the reply's tokens (greedy: the same reply on and off)
+                want = _chat_once(http, url, spoken, False, tokens)[2]
+                for stream in (False, True):
+                    _chat_once(http, url, spoken, stream, tokens)
+                    runs = [_chat_once(http, url, spoken, stream, tokens) for _ in range(repeats)]
+                    first, full = (float(np.median([r[i] for r in runs])) for i in (0, 1))
+                    rows.append((spoken, stream, first, full, want, runs[0][2] if stream else 1))
+    finally:
+        proc.terminate()
+        proc.join(30)
+    print(f"\nchat latency: one conversation (system + 3 turns) at a time, greedy, max_tokens {tokens}, "
+          f"llama-small (demo size) + vocoder, device {device}, p50 of {repeats} requests\n")  # fmt: skip
+    print("| reply | streaming | first token s | full response s | reply tokens | pieces |")
+    print("|---|---|---:|---:|---:|---:|")
+    for spoken, stream, first, full, n, pieces in rows:
+        print(f"| {'spoken' if spoken else 'text'} | {'on' if stream else 'off'} | {first:.3f} | {full:.3f} | {n} | {pieces} |")  # fmt: skip
+    print("\nfirst token: the first text delta; for a spoken reply the first delta.audio chunk of speech; "
+          "pieces: text deltas or audio chunks (1: one response)")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--new-tokens", type=int, default=48)
@@ -283,7 +349,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--soak-new-tokens", type=int, default=16)
     ap.add_argument("--max-queue", type=int, default=None, help="the server's --max-queue (default: its own)")  # fmt: skip
     ap.add_argument("--max-streams", type=int, default=None, help="the server's --max-streams (default: its own)")  # fmt: skip
+    ap.add_argument("--chat", action="store_true", help="chat latency (first token / audio chunk, streaming on and off)")  # fmt: skip
+    ap.add_argument("--chat-tokens", type=int, default=48)
+    ap.add_argument("--chat-repeats", type=int, default=5)
     a = ap.parse_args(argv)
+    if a.chat:
+        with tempfile.TemporaryDirectory() as tmp:
+            chat_latency(build_bundle(Path(tmp)), a.device, a.chat_tokens, a.chat_repeats)
+        return 0
     if a.soak:
         if not os.path.exists("/proc/self/status"):
             raise SystemExit("--soak reads the server's memory from /proc (Linux)")

@@ -3,11 +3,13 @@ or in any batch, greedy or sampled; refused conversations; the per-row sampler; 
 
 from __future__ import annotations
 
+import time
 from itertools import pairwise
 
 import numpy as np
 import pytest
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from tokunify.chat.engine import ChatEngine
 from tokunify.chat.session import ChatSession
@@ -155,3 +157,67 @@ def test_stream_yields_the_reply_as_it_grows(engine, reply):
     bad = Conversation([Message("user", "hello <|eos|>")])
     with pytest.raises(FormatError):
         next(engine.stream(bad, HOT))
+
+
+GREEDY_60 = Decoding.greedy_with(60)  # a spoken reply of about 60 frames: 25-frame chunks
+
+
+def test_stream_vocodes_speech_in_chunks_while_it_is_generated(engine):
+    """vocode=True: audio chunks ride on partial replies before the reply is complete, and all of
+    them make the whole reply's audio (each chunk is vocoded with 24 frames of context each side
+    and cropped: the same samples within float error)."""
+    conv = conversations()[2]
+    *partial, final = engine.stream(conv, GREEDY_60, reply="speech", vocode=True)
+    whole = engine.reply([conv], GREEDY_60, reply="speech", vocode=True)[0]
+    assert final.ids == whole.ids and whole.audio is not None
+    early = [k for k, p in enumerate(partial) if p.chunk is not None]
+    assert early and early[0] < len(partial) - 1  # audio before the last id was generated
+    pieces = [p.chunk for p in partial if p.chunk is not None] + [final.chunk]
+    got = np.concatenate([c for c in pieces if c is not None])
+    np.testing.assert_array_equal(got, final.audio)
+    assert got.shape == whole.audio.shape and final.sample_rate == engine.gen.sample_rate
+    np.testing.assert_allclose(got, whole.audio, atol=1e-5)
+
+
+def test_speech_chunks_of_several_parts_make_what_vocode_makes(engine):
+    """Two speech parts growing a unit at a time (the second starts once the first is complete):
+    the chunks concatenate to ``vocode`` of both parts."""
+    rng = np.random.default_rng(0)
+    parts = [SpeechPart("units", rng.integers(0, 24, n)) for n in (40, 31)]
+    feed = engine._speech_feed(chunk=10, context=6)
+    assert feed is not None
+    pieces = []
+    for k, part in enumerate(parts):
+        for n in range(1, len(part.ids) + 1):
+            content = ["a ", *parts[:k], SpeechPart("units", part.ids[:n])]
+            pieces.append(feed.push(content))
+    pieces.append(feed.finish())
+    got = np.concatenate([p for p in pieces if p is not None])
+    want = engine.vocode(parts)
+    assert want is not None and got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert sum(p is not None for p in pieces) > 4
+
+
+class _Steps(StoppingCriteria):
+    """Counts the decoding steps of a generate call; never stops it."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:  # fmt: skip
+        self.n += 1
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+
+def test_closing_a_stream_stops_its_decoding(engine):
+    steps = _Steps()
+    it = engine.stream(conversations()[0], Decoding.greedy_with(400), reply="text",
+                       stopping_criteria=StoppingCriteriaList([steps]))  # fmt: skip
+    next(it), next(it)
+    it.close()
+    seen, t0 = -1, time.monotonic()
+    while steps.n != seen and time.monotonic() - t0 < 30:  # until the decoding thread is still
+        seen = steps.n
+        time.sleep(0.5)
+    assert steps.n < 100

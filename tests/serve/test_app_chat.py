@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import time
 
+import httpx
 import numpy as np
 import pytest
 import soundfile as sf
 
+from tokunify.chat.session import ChatSession
+from tokunify.demos.instruct import replies
 from tokunify.generate.decoding import Decoding
 from tokunify.tasks.conversation import Conversation, Message
 
@@ -92,9 +97,51 @@ def test_an_earlier_audio_reply_counts_as_its_transcript(client, server):
     assert by_audio.choices[0].message.content == plain.choices[0].message.content
     turns[2] = {"role": "assistant", "audio": {"id": "audio_x"}}
     with pytest.raises(
-        openai.BadRequestError, match=r"messages\.2\.audio: this server keeps no earlier audio"
+        openai.BadRequestError,
+        match=r"messages\.2\.audio: no earlier audio reply 'audio_x' on this server",
     ):
         client.chat.completions.create(model="tiny", messages=turns, max_tokens=4)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_an_earlier_spoken_reply_comes_back_by_its_audio_id(client, server, stream):
+    """OpenAI's multi-turn audio: the next request sends the spoken reply back as
+    ``{"audio": {"id": ...}}`` only; the server reads it as the transcript it sent with it."""
+    ask = dict(model="tiny", messages=three_turns()[:2], modalities=["text", "audio"],
+               audio={"voice": "alloy", "format": "pcm16"}, max_tokens=12, temperature=0)  # fmt: skip
+    if stream:
+        deltas = [c.choices[0].delta.audio for c in client.chat.completions.create(**ask, stream=True)
+                  if getattr(c.choices[0].delta, "audio", None)]  # fmt: skip
+        aid, transcript = deltas[0].id, "".join(a.transcript for a in deltas)
+    else:
+        a = client.chat.completions.create(**ask).choices[0].message.audio
+        aid, transcript = a.id, a.transcript
+    assert transcript  # non-empty: a wrong one would change the prompt
+    follow = {"role": "user", "content": SECOND}
+    by_id = client.chat.completions.create(model="tiny", max_tokens=4, temperature=0,
+        messages=[*ask["messages"], {"role": "assistant", "audio": {"id": aid}}, follow])  # fmt: skip
+    by_text = client.chat.completions.create(model="tiny", max_tokens=4, temperature=0,
+        messages=[*ask["messages"], {"role": "assistant", "content": transcript}, follow])  # fmt: skip
+    assert by_id.usage.prompt_tokens == by_text.usage.prompt_tokens
+    assert by_id.choices[0].message.content == by_text.choices[0].message.content
+
+
+def test_the_server_answers_as_the_instruct_demo_and_tokunify_chat_do(client, server):
+    """The same bundle, conversation, decoding and seed as
+    tests/demos/test_demo_instruct.py::test_demo_metrics_and_chat_over_stdin_give_the_same_reply,
+    where the demo's reply function and `tokunify chat` over stdin agree: the server's reply is the
+    demo's and the chat session's (what `tokunify chat` runs), sampled."""
+    conv = Conversation([Message("system", "be brief"), Message("user", "what is two plus three")])
+    decoding = Decoding(temperature=1.3, max_new_tokens=12)
+    demo = "".join(replies(server.engine.gen, [conv], "text", decoding, seed=7)[0]).strip()
+    session = ChatSession(server.engine.chat, system="be brief", reply="text", decoding=decoding, seed=7)  # fmt: skip
+    said = session.say("what is two plus three").text
+    r = client.chat.completions.create(
+        model="tiny", messages=[{"role": "system", "content": "be brief"},
+                                {"role": "user", "content": "what is two plus three"}],
+        max_tokens=12, temperature=1.3, seed=7,
+    )  # fmt: skip
+    assert demo and r.choices[0].message.content == demo == said
 
 
 def test_spoken_reply_of_a_conversation(client, server):
@@ -168,3 +215,46 @@ def test_streamed_audio_reply(client, server):
                                     reply="speech", vocode=True)[0]  # fmt: skip
     n = 0 if want.audio is None else len(want.audio)
     assert len(pcm) == 2 * n  # the engine's spoken reply, as 16-bit samples
+
+
+def test_streamed_audio_comes_in_chunks_that_make_the_whole_reply(client, server):
+    """A reply of 60 units (the tiny vocoder's durations: about a frame each) is vocoded in 25-frame
+    chunks while it is generated, so it streams as several ``delta.audio`` chunks. Each chunk is
+    vocoded with 24 frames of context on both sides and cropped (the vocoder's chunked path), which
+    equals vocoding the whole reply at once within float error; after PCM16 rounding a sample may
+    land one step apart, so the concatenated PCM has the non-streamed reply's length and is within
+    one step of it everywhere. The transcript deltas join to the non-streamed transcript."""
+    ask = dict(model="tiny", messages=three_turns(), modalities=["text", "audio"],
+               audio={"voice": "alloy", "format": "pcm16"}, max_tokens=60, temperature=0, seed=2)  # fmt: skip
+    whole = client.chat.completions.create(**ask).choices[0].message.audio
+    want = np.frombuffer(base64.b64decode(whole.data), "<i2")
+    chunks = [c.choices[0].delta.audio for c in client.chat.completions.create(**ask, stream=True)
+              if getattr(c.choices[0].delta, "audio", None)]  # fmt: skip
+    pcm = [np.frombuffer(base64.b64decode(a.data), "<i2") for a in chunks]
+    assert sum(len(p) > 0 for p in pcm) > 1, "one audio chunk: not vocoded in pieces"
+    assert len({a.id for a in chunks}) == 1
+    got = np.concatenate(pcm)
+    assert len(want) > 0 and len(got) == len(want)
+    assert np.abs(got.astype(np.int32) - want).max() <= 1
+    assert "".join(a.transcript for a in chunks) == whole.transcript
+
+
+def test_a_client_that_leaves_a_stream_stops_its_generation(server):
+    """Closed after the first event: the stream slot comes back and the generation is cut at its
+    next step (``streams_stopped`` counts generations stopped so), long before max_tokens. The
+    greedy reply of this conversation does not end by itself within 40 tokens."""
+    conv = Conversation([Message("user", FIRST)])
+    assert server.engine.chat.reply([conv], Decoding(temperature=0, max_new_tokens=40), reply="text")[0].hit_limit  # fmt: skip
+    health = lambda: httpx.get(f"{server.url}/health").json()  # noqa: E731
+    before = server.engine.streams_stopped
+    body = {"model": "tiny", "messages": [{"role": "user", "content": FIRST}], "max_tokens": 4000,
+            "temperature": 0, "stream": True}  # fmt: skip
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=60) as r:
+        assert r.status_code == 200
+        first = json.loads(next(r.iter_lines()).removeprefix("data: "))
+        assert first["choices"][0]["delta"]["role"] == "assistant"
+    t0 = time.monotonic()
+    while (health()["streams"]["active"] or server.engine.streams_stopped == before) and time.monotonic() - t0 < 30:  # fmt: skip
+        time.sleep(0.05)
+    assert health()["streams"]["active"] == 0
+    assert server.engine.streams_stopped == before + 1

@@ -14,7 +14,8 @@ assistant turns, each a list of text and speech parts):
 4. **stop**: at the template's first end-of-turn id (``hit_limit`` when the length limit came first);
 5. **parse**: :meth:`ChatTemplate.parse_reply` gives the reply's content parts;
 6. **vocode** (``vocode=True``): the reply's speech parts of the engine's stream, through the
-   bundle's vocoder, as one waveform.
+   bundle's vocoder, as one waveform; :meth:`ChatEngine.stream` vocodes them in chunks while the
+   reply is generated (:class:`SpeechChunks`, the windows of ``UnitVocoder.stream``).
 
 ``tokunify chat`` (:class:`~tokunify.chat.session.ChatSession`), ``make-chat-data``'s bundle
 replies and the instruct demo's metrics all answer through :meth:`ChatEngine.reply`.
@@ -34,7 +35,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 from transformers.generation.streamers import BaseStreamer
 
 from tokunify.generate.decoding import Decoding
@@ -42,6 +48,11 @@ from tokunify.generate.generator import Generator
 from tokunify.model.bundle import Bundle, BundleError
 from tokunify.tasks.conversation import Conversation, Part, SpeechPart
 from tokunify.tasks.templates import ChatTemplate, ReplyGrammar, template_for
+from tokunify.vocoder.inference import UnitVocoder
+
+DURATION_LOOKAHEAD = 2
+"""Units a unit's predicted duration depends on to its right (the duration predictor's two k=3
+convolutions), as ``Generator.stream_speech`` expands them."""
 
 
 @dataclass
@@ -63,6 +74,9 @@ class Reply:
     """Where a :class:`~tokunify.chat.session.ChatSession` wrote ``audio``."""
     done: bool = True
     """False for the partial replies :meth:`ChatEngine.stream` yields while generating."""
+    chunk: np.ndarray | None = None
+    """``[n]`` float32: speech vocoded since the previous reply of :meth:`ChatEngine.stream`
+    (``vocode=True``); None when none became ready."""
 
     @property
     def text(self) -> str:
@@ -90,6 +104,109 @@ class GrammarProcessor(LogitsProcessor):
         )
         scores[:, n:] = float("-inf")
         return scores
+
+
+class _UntilSet(StoppingCriteria):
+    """Stops every row of a ``generate`` call once ``event`` is set (a stream's reader has gone)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> torch.BoolTensor:  # fmt: skip
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]  # fmt: skip
+
+
+class SpeechChunks:
+    """One speech part's units arriving a few at a time -> audio chunks, as the vocoder's own
+    streaming path makes them (``Generator.stream_speech``, ``UnitVocoder.stream``): a unit is
+    expanded to its predicted frames once :data:`DURATION_LOOKAHEAD` more units have come (all of
+    them at :meth:`finish`), and every ``chunk`` frames are vocoded with ``context`` frames on each
+    side and cropped. The chunks concatenate to the whole part vocoded at once within float
+    tolerance (the generator's receptive field is a few frames, ``context`` is more). Latency:
+    ``chunk + context`` frames."""
+
+    def __init__(self, vocoder: UnitVocoder, chunk: int = 25, context: int = 24):
+        if chunk < 1 or context < 0:
+            raise ValueError(f"chunk must be >= 1 and context >= 0, got {chunk} and {context}")
+        self.vocoder, self.chunk, self.context = vocoder, chunk, context
+        self.units: list[int] = []
+        self.frames: list[int] = []  # frame-rate units of the expanded units
+        self.expanded = 0  # units whose frames are in ``frames``
+        self.emitted = 0  # frames already vocoded
+
+    def push(self, units: Sequence[int]) -> list[np.ndarray]:
+        """New units of the part -> the chunks that became ready (``[n]`` float32 each)."""
+        self.units += [int(u) for u in units]
+        self._expand(len(self.units) - DURATION_LOOKAHEAD)
+        out = []
+        while len(self.frames) - self.emitted >= self.chunk + self.context:
+            out.append(self._window(self.emitted, self.emitted + self.chunk))
+            self.emitted += self.chunk
+        return out
+
+    def finish(self) -> list[np.ndarray]:
+        """The part is complete: the rest of its chunks."""
+        self._expand(len(self.units))
+        out = []
+        while self.emitted < len(self.frames):
+            end = min(self.emitted + self.chunk, len(self.frames))
+            out.append(self._window(self.emitted, end))
+            self.emitted = end
+        return out
+
+    def _expand(self, upto: int) -> None:
+        if upto <= self.expanded:
+            return
+        if self.vocoder.model.dur_predictor is None:  # frame-rate units, as UnitVocoder.__call__
+            self.frames += self.units[self.expanded : upto]
+        else:
+            d = self.vocoder.durations(torch.tensor(self.units)).tolist()  # [T]
+            for i in range(self.expanded, upto):
+                self.frames += [self.units[i]] * int(d[i])
+        self.expanded = upto
+
+    def _window(self, a: int, b: int) -> np.ndarray:
+        lo, hi = max(0, a - self.context), min(len(self.frames), b + self.context)
+        wav = self.vocoder.frames([torch.tensor(self.frames[lo:hi])])[0]  # [(hi - lo) * hop]
+        hop = self.vocoder.hop
+        return wav[(a - lo) * hop : (b - lo) * hop].numpy()
+
+
+class _SpeechFeed:
+    """The speech parts of a growing reply -> audio chunks: one :class:`SpeechChunks` per part of
+    ``stream``, a part finished when the next one starts."""
+
+    def __init__(self, vocoder: UnitVocoder, stream: str, chunk: int, context: int):
+        self.vocoder, self.stream, self.chunk, self.context = vocoder, stream, chunk, context
+        self.parts: list[SpeechChunks] = []
+        self.pieces: list[np.ndarray] = []  # every chunk so far
+
+    def push(self, content: Sequence[Part]) -> np.ndarray | None:
+        """The reply's content parsed so far -> ``[n]`` float32 audio ready since the last push."""
+        units = [p.ids for p in content if isinstance(p, SpeechPart) and p.stream == self.stream]
+        out: list[np.ndarray] = []
+        for k, ids in enumerate(units):
+            if k < len(self.parts) - 1:
+                continue  # finished when a later part started
+            if k == len(self.parts):
+                if self.parts:
+                    out += self.parts[-1].finish()
+                self.parts.append(SpeechChunks(self.vocoder, self.chunk, self.context))
+            part = self.parts[k]
+            out += part.push(ids[len(part.units) :].tolist())
+        return self._take(out)
+
+    def finish(self) -> np.ndarray | None:
+        return self._take(self.parts[-1].finish() if self.parts else [])
+
+    def _take(self, out: list[np.ndarray]) -> np.ndarray | None:
+        self.pieces += out
+        return np.concatenate(out) if out else None
+
+    @property
+    def audio(self) -> np.ndarray | None:
+        """``[N]`` float32: every chunk so far (None when the reply has no speech)."""
+        return np.concatenate(self.pieces) if self.pieces else None
 
 
 class _IdQueue(BaseStreamer):
@@ -174,13 +291,16 @@ class ChatEngine:
         vocode: bool = False,
         batch_size: int | None = None,
         streamer: BaseStreamer | None = None,
+        stopping_criteria: StoppingCriteriaList | None = None,
     ) -> list[Reply]:
         """The next assistant turn of each conversation (none is changed).
 
         ``decoding``: :class:`Decoding` (default: sampled at 0.7; temperature 0 is greedy).
         ``seed``: one for every row, or one per conversation; a conversation's reply is the same
         alone and in any batch. ``vocode``: fill ``audio`` for replies with speech. ``streamer``:
-        a transformers streamer that receives the ids as they are generated (one conversation)."""
+        a transformers streamer that receives the ids as they are generated (one conversation).
+        ``stopping_criteria``: ends generation early (e.g. a server's client has gone); a reply
+        cut so has ``hit_limit``."""
         decoding = decoding or Decoding()
         seeds = _seeds(seed, len(conversations))
         if streamer is not None and len(conversations) != 1:
@@ -191,8 +311,9 @@ class ChatEngine:
         out: list[Reply] = []
         for a in range(0, len(prompts), size):
             rows = self._decode(
-                prompts[a : a + size], seeds[a : a + size], grammar, decoding, streamer
-            )
+                prompts[a : a + size], seeds[a : a + size], grammar, decoding, streamer,
+                stopping_criteria,
+            )  # fmt: skip
             out += [self._reply(p, g, grammar) for p, g in zip(prompts[a : a + size], rows, strict=True)]  # fmt: skip
         if vocode:
             for r in out:
@@ -207,24 +328,38 @@ class ChatEngine:
         seed: int = 0,
         reply: str = "any",
         vocode: bool = False,
+        stopping_criteria: StoppingCriteriaList | None = None,
+        chunk: int = 25,
+        context: int = 24,
     ) -> Iterator[Reply]:
         """The reply of :meth:`reply` while it is generated: a partial :class:`Reply`
         (``done=False``, content parsed from the ids so far) after every new id, then the final
         reply (``done=True``), the same as ``reply([conversation], decoding, seed, reply)[0]``.
-        A refused conversation raises before anything is yielded."""
+        A refused conversation raises before anything is yielded.
+
+        ``vocode=True``: the speech is vocoded while it is generated (:class:`SpeechChunks`,
+        ``chunk`` frames at a time with ``context`` frames each side): each reply's ``chunk`` holds
+        the audio ready since the previous one, the final reply's ``audio`` is all of it, equal to
+        ``reply(..., vocode=True)``'s within float tolerance. A codec stream's speech is decoded
+        once it is complete (the final ``chunk`` is all of ``audio``).
+
+        ``stopping_criteria`` end the generation early; so does closing the iterator (a reader
+        that leaves stops the decoding at its next step)."""
         prompt = self.prompt(conversation, reply)  # refuse in the caller's thread
         grammar = self.grammar(reply)
+        feed = self._speech_feed(chunk, context) if vocode else None
         q: queue.Queue = queue.Queue()
         result: list[Reply] = []
         errors: list[BaseException] = []
+        closed = threading.Event()
+        crit = StoppingCriteriaList([*(stopping_criteria or []), _UntilSet(closed)])
 
         def run() -> None:
             try:
                 result.extend(
-                    self.reply(
-                        [conversation], decoding, seed, reply, vocode=vocode, streamer=_IdQueue(q)
-                    )
-                )
+                    self.reply([conversation], decoding, seed, reply, streamer=_IdQueue(q),
+                               stopping_criteria=crit)
+                )  # fmt: skip
             except BaseException as e:  # re-raised in the caller's thread
                 errors.append(e)
             finally:
@@ -232,18 +367,40 @@ class ChatEngine:
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        stops = set(self.template.stop_ids(self.vocab, self.tokenizer))
-        ids: list[int] = []
-        while (t := q.get()) is not None:
-            if ids and ids[-1] in stops:
-                continue  # after the stop: padding of a finished row
-            ids.append(t)
-            content = self.template.parse_reply(self.vocab, self.tokenizer, grammar.prefix + ids)
-            yield Reply(content, list(ids), prompt, done=False)
-        thread.join()
-        if errors:
-            raise errors[0]
-        yield replace(result[0], done=True)
+        try:
+            stops = set(self.template.stop_ids(self.vocab, self.tokenizer))
+            ids: list[int] = []
+            while (t := q.get()) is not None:
+                if ids and ids[-1] in stops:
+                    continue  # after the stop: padding of a finished row
+                ids.append(t)
+                content = self.template.parse_reply(
+                    self.vocab, self.tokenizer, grammar.prefix + ids
+                )
+                audio = feed.push(content) if feed is not None else None
+                yield Reply(content, list(ids), prompt, done=False, chunk=audio)
+            thread.join()
+            if errors:
+                raise errors[0]
+            final = replace(result[0], done=True)
+            if vocode:
+                if feed is not None:
+                    final.chunk, final.audio = feed.finish(), feed.audio
+                else:
+                    final.audio = final.chunk = self.vocode(final.speech)
+                final.sample_rate = self.gen.sample_rate if final.audio is not None else None
+            yield final
+        finally:
+            closed.set()  # the reader has all of it, or has left: stop decoding
+
+    def _speech_feed(self, chunk: int, context: int) -> _SpeechFeed | None:
+        """Chunked vocoding of the engine's stream, or None where its speech is decoded whole
+        (a codec's codes, a vocoder without the chunked path)."""
+        voc = self.gen.vocoder
+        units = self.vocab.stream(self.speech_stream).kind == "units"
+        if not (units and isinstance(voc, UnitVocoder)):
+            return None
+        return _SpeechFeed(voc, self.speech_stream, chunk, context)
 
     def _decode(
         self,
@@ -252,6 +409,7 @@ class ChatEngine:
         grammar: ReplyGrammar,
         decoding: Decoding,
         streamer: BaseStreamer | None,
+        stopping_criteria: StoppingCriteriaList | None = None,
     ) -> list[list[int]]:
         """Generated ids of each row (left padding, KV cache), up to the model's stop."""
         v, device = self.vocab, self.gen.device
@@ -272,6 +430,7 @@ class ChatEngine:
             eos_token_id=self.template.stop_ids(v, self.tokenizer),
             pad_token_id=v.pad,
             streamer=streamer,
+            stopping_criteria=stopping_criteria,
             **decoding.seeded_kwargs(),
         )
         return res[:, n:].tolist()
@@ -284,15 +443,16 @@ class ChatEngine:
         return Reply(content, gen, prompt, hit_limit=cut is None)
 
     def vocode(self, parts: Sequence[SpeechPart]) -> np.ndarray | None:
-        """``[N]`` float32: the speech parts of the engine's stream through the bundle's vocoder
-        (None when there are none)."""
+        """``[N]`` float32: the speech parts of the engine's stream through the bundle's vocoder,
+        one part at a time (None when there are none). Not in one padded batch: the padding would
+        reach into a shorter part's end through the vocoder's receptive field."""
         units = [p.ids for p in parts if p.stream == self.speech_stream and p.frames > 0]
         if not units:
             return None
         try:
-            return np.concatenate(self.gen.decode(units))
+            return np.concatenate([self.gen.decode([u])[0] for u in units])
         except BundleError as e:
             raise BundleError(f"the reply is speech, but it cannot be vocoded: {e}") from None
 
 
-__all__ = ["ChatEngine", "GrammarProcessor", "Reply"]
+__all__ = ["ChatEngine", "GrammarProcessor", "Reply", "SpeechChunks"]

@@ -544,10 +544,10 @@ def _completion(
     """OpenAI's ``chat.completion`` object for one answer (``audio``: encoded speech, or None)."""
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
     if audio is not None:
-        message["audio"] = {
-            "id": f"audio_{uuid.uuid4().hex}", "data": base64.b64encode(audio).decode(),
-            "expires_at": int(time.time()) + 3600, "transcript": transcript,
-        }  # fmt: skip
+        aid, expires = engine.audio_replies.new()
+        engine.audio_replies.keep(aid, transcript, expires)  # a later turn may send back the id
+        message["audio"] = {"id": aid, "data": base64.b64encode(audio).decode(),
+                            "expires_at": expires, "transcript": transcript}  # fmt: skip
     return JSONResponse({
         "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
         "created": int(time.time()), "model": engine.model_name,
@@ -585,12 +585,7 @@ async def _conversation(engine: Engine, messages: list[ChatMessage]) -> Conversa
             raise RequestError(f"{where}: role {m.role!r} is not supported; use system, developer, user or assistant", param=f"{where}.role")  # fmt: skip
         content = m.content
         if content is None and m.role == "assistant" and m.audio is not None:
-            content = m.audio.get("transcript")
-            if not isinstance(content, str):
-                raise RequestError(
-                    f"{where}.audio: this server keeps no earlier audio replies; send the reply's transcript as the message content",
-                    param=f"{where}.content",
-                )  # fmt: skip
+            content = _earlier_audio(engine, m.audio, f"{where}.audio")
         parts: list[str | SpeechPart] = []
         for at, value in _parts(engine, content, where):
             if isinstance(value, str):
@@ -612,6 +607,23 @@ async def _conversation(engine: Engine, messages: list[ChatMessage]) -> Conversa
     if not any(t.role == "user" for t in turns):
         raise RequestError("messages: no user message to answer", param="messages")
     return Conversation(turns)
+
+
+def _earlier_audio(engine: Engine, audio: dict[str, Any], where: str) -> str:
+    """An earlier assistant audio reply (``{"id": ...}``, OpenAI's multi-turn audio) as its
+    transcript: the one given, else the one this server sent with that id."""
+    given = audio.get("transcript")
+    if isinstance(given, str):
+        return given
+    aid = audio.get("id")
+    said = engine.audio_replies.transcript(aid) if isinstance(aid, str) else None
+    if said is None:
+        keep = engine.audio_replies
+        raise RequestError(
+            f"{where}: no earlier audio reply {aid!r} on this server (it keeps the newest {keep.size} for {keep.ttl_s // 60} minutes); send the reply's transcript as the message content",
+            param=where,
+        )  # fmt: skip
+    return said
 
 
 async def _chat_reply(
@@ -650,12 +662,23 @@ async def _chat_reply(
 def _stream_chat(
     engine: Engine, conv: Conversation, decoding: Any, seed: int, kind: str
 ) -> Response:
-    """Server-Sent Events of ``chat.completion.chunk``: the role, a text delta per new piece of
-    text as ids are generated (:meth:`ChatEngine.stream`), for a spoken reply one ``delta.audio``
-    (base64 PCM16 at the bundle's rate, and its transcript) once it is vocoded, then ``[DONE]``.
-    The stream holds a stream slot of the admission until its last event is sent."""
+    """Server-Sent Events of ``chat.completion.chunk``: the role, then a text delta per new piece
+    of text as ids are generated (:meth:`ChatEngine.stream`); for a spoken reply a ``delta.audio``
+    per chunk of speech as it is vocoded (base64 PCM16 at the bundle's rate, one audio id, the
+    reply's text since the previous chunk as its ``transcript``) and, when the reply has no text,
+    a last ``delta.audio`` with no samples whose ``transcript`` is the model's own transcription
+    (as in a whole reply); then the finish reason and ``[DONE]``. The stream holds a stream slot
+    of the admission until its last event is sent; a client that leaves stops the generation at
+    its next step."""
     ticket = engine.admission.admit(stream=True)
+    try:
+        replies, stop = engine.stream_chat(conv, decoding, seed, kind)
+    except BaseException:
+        engine.admission.release(ticket)
+        raise
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    aid, expires = engine.audio_replies.new()
+    said: list[str] = []  # the transcript deltas sent
 
     def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
         chunk = {"id": cid, "object": "chat.completion.chunk", "created": created,
@@ -663,30 +686,44 @@ def _stream_chat(
                  "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}  # fmt: skip
         return f"data: {json.dumps(chunk)}\n\n".encode()
 
-    def body() -> Iterator[bytes]:
+    def audio(pcm: np.ndarray | None, transcript: str) -> bytes:
+        data = base64.b64encode(audio_out.to_pcm16(pcm) if pcm is not None else b"").decode()
+        said.append(transcript)
+        return event({"audio": {"id": aid, "expires_at": expires, "data": data,
+                                "transcript": transcript}})  # fmt: skip
+
+    async def body() -> AsyncIterator[bytes]:
         yield event({"role": "assistant", "content": ""})
         sent, final = "", None
-        for r in engine.chat.stream(conv, decoding, seed, kind, vocode=kind == "speech"):
+        # next() on a worker thread: the engine blocks between ids and while it vocodes
+        while (r := await run_in_threadpool(next, replies, None)) is not None:
             # a byte-level tokenizer's partial character decodes as U+FFFD: wait for the rest
             text = "".join(p for p in r.content if isinstance(p, str)).rstrip("\ufffd")
-            if kind == "text" and text.startswith(sent) and len(text) > len(sent):
+            grown = text.startswith(sent) and len(text) > len(sent)
+            if kind == "text" and grown:
                 yield event({"content": text[len(sent) :]})
                 sent = text
+            elif kind == "speech" and r.chunk is not None and not r.done:
+                delta = text[len(sent) :] if grown else ""
+                sent += delta
+                yield audio(r.chunk, delta)
             final = r
         assert final is not None
         if kind == "speech":
-            audio = final.audio if final.audio is not None else np.zeros(0, np.float32)
-            yield event({"audio": {"id": f"audio_{uuid.uuid4().hex}", "expires_at": created + 3600,
-                                   "data": base64.b64encode(audio_out.to_pcm16(audio)).decode(),
-                                   "transcript": final.text}})  # fmt: skip
+            text = "".join(p for p in final.content if isinstance(p, str))
+            yield audio(final.chunk, text[len(sent) :] if text.startswith(sent) else "")
+            if not final.text:  # no text parts: what the model hears in its speech, as _chat_reply
+                units = [p.ids for p in final.speech if p.stream == engine.chat.speech_stream]
+                asr = await _transcript(engine, np.concatenate(units) if units else None)
+                yield audio(None, asr)  # after the speech: the transcription does not delay it
+            engine.audio_replies.keep(aid, "".join(said), expires)
         elif final.text.strip() != sent.strip():  # a stripped or re-parsed tail
             yield event({"content": final.text[len(sent) :] if final.text.startswith(sent) else ""})
         yield event({}, "length" if final.hit_limit else "stop")
         yield b"data: [DONE]\n\n"
 
     return _StreamUntilGone(
-        lambda: engine.admission.release(ticket), iterate_in_threadpool(body()),
-        media_type="text/event-stream",
+        lambda: _end_stream(engine, stop, ticket), body(), media_type="text/event-stream",
         headers={"X-Sample-Rate": str(engine.gen.sample_rate), "Cache-Control": "no-cache"},
     )  # fmt: skip
 

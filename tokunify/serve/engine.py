@@ -24,15 +24,17 @@ import numpy as np
 import soundfile as sf
 from transformers import StoppingCriteriaList
 
-from tokunify.chat.engine import ChatEngine
+from tokunify.chat.engine import ChatEngine, Reply
 from tokunify.data.audio import AudioError
 from tokunify.generate import generator as g
 from tokunify.generate.decoding import Decoding
 from tokunify.generate.generator import Generator
 from tokunify.serve.admission import Admission
+from tokunify.serve.audio_replies import AudioReplies
 from tokunify.serve.batcher import Batcher, ListBatcher, StopOnEvent
 from tokunify.serve.config import Capacity, Limits
 from tokunify.tasks import FormatError, parse_sequence
+from tokunify.tasks.conversation import Conversation
 
 T = TypeVar("T")
 READ_BLOCK = 65536
@@ -177,9 +179,10 @@ class Engine:
             except (FormatError, ValueError):
                 continue
         self.tasks = list(self.task_info)
-        self.streams_stopped = 0  # streamed syntheses stopped because their client left
+        self.streams_stopped = 0  # streams (speech, chat) stopped because their client left
         self.has_speech_out = self._probe_vocoder()
         self._chat: ChatEngine | None = None
+        self.audio_replies = AudioReplies()  # what an earlier spoken reply's audio.id said
 
     @property
     def chat(self) -> ChatEngine:
@@ -421,6 +424,20 @@ class Engine:
             self.stream_done(stop)
             raise
         return chunks, stop
+
+    def stream_chat(
+        self, conversation: Conversation, decoding: Decoding, seed: int, reply: str
+    ) -> tuple[Iterator[Reply], threading.Event]:
+        """The conversation engine's reply while it is generated (:meth:`ChatEngine.stream`; a
+        spoken reply vocoded in chunks, as :meth:`stream_tts`'s), and the event that stops its
+        generation when set. The caller holds a stream ticket and calls :meth:`stream_done`."""
+        stop = threading.Event()
+        crit = StoppingCriteriaList([StopOnEvent(stop, self._stream_stopped)])
+        self._streams.add(stop)
+        replies = self.chat.stream(
+            conversation, decoding, seed, reply, vocode=reply == "speech", stopping_criteria=crit
+        )
+        return replies, stop
 
     def stream_done(self, stop: threading.Event) -> None:
         """A stream has ended: stop its generate (if still running) and forget it."""
