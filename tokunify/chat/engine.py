@@ -15,7 +15,7 @@ assistant turns, each a list of text and speech parts):
 5. **parse**: :meth:`ChatTemplate.parse_reply` gives the reply's content parts;
 6. **vocode** (``vocode=True``): the reply's speech parts of the engine's stream, through the
    bundle's vocoder, as one waveform; :meth:`ChatEngine.stream` vocodes them in chunks while the
-   reply is generated (:class:`SpeechChunks`, the windows of ``UnitVocoder.stream``).
+   reply is generated (the vocoder's :class:`~tokunify.vocoder.inference.UnitChunks`).
 
 ``tokunify chat`` (:class:`~tokunify.chat.session.ChatSession`), ``make-chat-data``'s bundle
 replies and the instruct demo's metrics all answer through :meth:`ChatEngine.reply`.
@@ -48,9 +48,8 @@ from tokunify.generate.generator import Generator
 from tokunify.model.bundle import Bundle, BundleError
 from tokunify.tasks.conversation import Conversation, Part, SpeechPart
 from tokunify.tasks.templates import ChatTemplate, ReplyGrammar, template_for
-from tokunify.vocoder.inference import UnitVocoder
+from tokunify.vocoder.inference import UnitChunks, UnitVocoder
 
-DURATION_LOOKAHEAD = 2
 """Units a unit's predicted duration depends on to its right (the duration predictor's two k=3
 convolutions), as ``Generator.stream_speech`` expands them."""
 
@@ -116,82 +115,27 @@ class _UntilSet(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]  # fmt: skip
 
 
-class SpeechChunks:
-    """One speech part's units arriving a few at a time -> audio chunks, as the vocoder's own
-    streaming path makes them (``Generator.stream_speech``, ``UnitVocoder.stream``): a unit is
-    expanded to its predicted frames once :data:`DURATION_LOOKAHEAD` more units have come (all of
-    them at :meth:`finish`), and every ``chunk`` frames are vocoded with ``context`` frames on each
-    side and cropped. The chunks concatenate to the whole part vocoded at once within float
-    tolerance (the generator's receptive field is a few frames, ``context`` is more). Latency:
-    ``chunk + context`` frames."""
-
-    def __init__(self, vocoder: UnitVocoder, chunk: int = 25, context: int = 24):
-        if chunk < 1 or context < 0:
-            raise ValueError(f"chunk must be >= 1 and context >= 0, got {chunk} and {context}")
-        self.vocoder, self.chunk, self.context = vocoder, chunk, context
-        self.units: list[int] = []
-        self.frames: list[int] = []  # frame-rate units of the expanded units
-        self.expanded = 0  # units whose frames are in ``frames``
-        self.emitted = 0  # frames already vocoded
-
-    def push(self, units: Sequence[int]) -> list[np.ndarray]:
-        """New units of the part -> the chunks that became ready (``[n]`` float32 each)."""
-        self.units += [int(u) for u in units]
-        self._expand(len(self.units) - DURATION_LOOKAHEAD)
-        out = []
-        while len(self.frames) - self.emitted >= self.chunk + self.context:
-            out.append(self._window(self.emitted, self.emitted + self.chunk))
-            self.emitted += self.chunk
-        return out
-
-    def finish(self) -> list[np.ndarray]:
-        """The part is complete: the rest of its chunks."""
-        self._expand(len(self.units))
-        out = []
-        while self.emitted < len(self.frames):
-            end = min(self.emitted + self.chunk, len(self.frames))
-            out.append(self._window(self.emitted, end))
-            self.emitted = end
-        return out
-
-    def _expand(self, upto: int) -> None:
-        if upto <= self.expanded:
-            return
-        if self.vocoder.model.dur_predictor is None:  # frame-rate units, as UnitVocoder.__call__
-            self.frames += self.units[self.expanded : upto]
-        else:
-            d = self.vocoder.durations(torch.tensor(self.units)).tolist()  # [T]
-            for i in range(self.expanded, upto):
-                self.frames += [self.units[i]] * int(d[i])
-        self.expanded = upto
-
-    def _window(self, a: int, b: int) -> np.ndarray:
-        lo, hi = max(0, a - self.context), min(len(self.frames), b + self.context)
-        wav = self.vocoder.frames([torch.tensor(self.frames[lo:hi])])[0]  # [(hi - lo) * hop]
-        hop = self.vocoder.hop
-        return wav[(a - lo) * hop : (b - lo) * hop].numpy()
-
-
 class _SpeechFeed:
-    """The speech parts of a growing reply -> audio chunks: one :class:`SpeechChunks` per part of
+    """The speech parts of a growing reply -> audio chunks: one vocoder
+    :class:`~tokunify.vocoder.inference.UnitChunks` per part of
     ``stream``, a part finished when the next one starts."""
 
     def __init__(self, vocoder: UnitVocoder, stream: str, chunk: int, context: int):
         self.vocoder, self.stream, self.chunk, self.context = vocoder, stream, chunk, context
-        self.parts: list[SpeechChunks] = []
+        self.parts: list[UnitChunks] = []
         self.pieces: list[np.ndarray] = []  # every chunk so far
 
     def push(self, content: Sequence[Part]) -> np.ndarray | None:
         """The reply's content parsed so far -> ``[n]`` float32 audio ready since the last push."""
         units = [p.ids for p in content if isinstance(p, SpeechPart) and p.stream == self.stream]
-        out: list[np.ndarray] = []
+        out: list[torch.Tensor] = []
         for k, ids in enumerate(units):
             if k < len(self.parts) - 1:
                 continue  # finished when a later part started
             if k == len(self.parts):
                 if self.parts:
                     out += self.parts[-1].finish()
-                self.parts.append(SpeechChunks(self.vocoder, self.chunk, self.context))
+                self.parts.append(self.vocoder.chunks(self.chunk, self.context))
             part = self.parts[k]
             out += part.push(ids[len(part.units) :].tolist())
         return self._take(out)
@@ -199,7 +143,8 @@ class _SpeechFeed:
     def finish(self) -> np.ndarray | None:
         return self._take(self.parts[-1].finish() if self.parts else [])
 
-    def _take(self, out: list[np.ndarray]) -> np.ndarray | None:
+    def _take(self, chunks: list[torch.Tensor]) -> np.ndarray | None:
+        out = [c.numpy() for c in chunks]
         self.pieces += out
         return np.concatenate(out) if out else None
 
@@ -337,7 +282,7 @@ class ChatEngine:
         reply (``done=True``), the same as ``reply([conversation], decoding, seed, reply)[0]``.
         A refused conversation raises before anything is yielded.
 
-        ``vocode=True``: the speech is vocoded while it is generated (:class:`SpeechChunks`,
+        ``vocode=True``: the speech is vocoded while it is generated (:class:`~tokunify.vocoder.inference.UnitChunks`,
         ``chunk`` frames at a time with ``context`` frames each side): each reply's ``chunk`` holds
         the audio ready since the previous one, the final reply's ``audio`` is all of it, equal to
         ``reply(..., vocode=True)``'s within float tolerance. A codec stream's speech is decoded
@@ -455,4 +400,4 @@ class ChatEngine:
             raise BundleError(f"the reply is speech, but it cannot be vocoded: {e}") from None
 
 
-__all__ = ["ChatEngine", "GrammarProcessor", "Reply", "SpeechChunks"]
+__all__ = ["ChatEngine", "GrammarProcessor", "Reply"]

@@ -309,25 +309,11 @@ class Generator:
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        voc = self.vocoder
-
-        def frames() -> Iterator[int]:
-            # durations need a little right context (the predictor's two k=3 convs): expand a unit
-            # once two more units have arrived, and the rest at the end
-            units: list[int] = []
-            done = 0
-            while (u := q.get()) is not None:
-                units.append(u)
-                while len(units) - done > 2:
-                    d = voc.durations(torch.tensor(units))
-                    yield from [units[done]] * int(d[done])
-                    done += 1
-            if units:
-                d = voc.durations(torch.tensor(units))
-                for i in range(done, len(units)):
-                    yield from [units[i]] * int(d[i])
-
-        for wav in voc.stream(frames(), chunk=chunk, context=context):
+        chunks = self.vocoder.chunks(chunk, context)
+        while (u := q.get()) is not None:
+            for wav in chunks.push([u]):
+                yield wav.numpy()
+        for wav in chunks.finish():
             yield wav.numpy()
         thread.join()
         if errors:

@@ -123,28 +123,85 @@ class UnitVocoder:
     def stream(
         self, frames: Iterable[int], chunk: int = 25, context: int = 24, speaker: int | None = None
     ) -> Iterator[torch.Tensor]:
-        """Frame-rate units arriving one by one -> audio chunks of ``chunk`` frames.
-
-        Each chunk is vocoded with ``context`` frames on both sides and cropped, so the concatenated
-        chunks equal the whole-utterance output within float tolerance (the generator's receptive
-        field is a few frames). Latency: ``chunk + context`` frames.
-        """
-        buf: list[int] = []
-        done = 0  # frames already emitted
-        spk = [speaker] if speaker is not None else None
+        """Frame-rate units arriving one by one -> audio chunks of ``chunk`` frames
+        (:class:`UnitChunks` with the frames as they are)."""
+        chunks = UnitChunks(self, chunk, context, speaker, frame_rate=True)
         for f in frames:
-            buf.append(int(f))
-            while len(buf) - done >= chunk + context:
-                yield self._window(buf, done, done + chunk, context, spk)
-                done += chunk
-        while done < len(buf):
-            end = min(done + chunk, len(buf))
-            yield self._window(buf, done, end, context, spk)
-            done = end
+            yield from chunks.push([f])
+        yield from chunks.finish()
 
-    def _window(
-        self, buf: list[int], a: int, b: int, context: int, spk: list[int] | None
-    ) -> torch.Tensor:
-        lo, hi = max(0, a - context), min(len(buf), b + context)
-        wav = self.frames([torch.tensor(buf[lo:hi])], spk)[0]
-        return wav[(a - lo) * self.hop : (b - lo) * self.hop]
+    def chunks(self, chunk: int = 25, context: int = 24, speaker: int | None = None) -> UnitChunks:
+        """A push-style stream of one utterance's units (deduplicated where the vocoder predicts
+        durations, frame-rate otherwise, as :meth:`__call__` reads them) -> audio chunks."""
+        return UnitChunks(self, chunk, context, speaker)
+
+
+DURATION_LOOKAHEAD = 2
+"""Units of right context a predicted duration needs (the predictor's two k=3 convolutions): a
+streamed unit is expanded to its frames once this many more units have come."""
+
+
+class UnitChunks:
+    """The one streaming rule of a unit vocoder: units arriving a few at a time -> audio chunks.
+
+    A unit is expanded to its predicted frames once :data:`DURATION_LOOKAHEAD` more units have come
+    (all of them at :meth:`finish`); with ``frame_rate`` (or a vocoder without a duration predictor)
+    the units are the frames. Every ``chunk`` frames are vocoded with ``context`` frames on each side
+    and cropped, so the chunks concatenate to the whole utterance vocoded at once within float
+    tolerance (the generator's receptive field is a few frames, ``context`` is more). Latency:
+    ``chunk + context`` frames (+ the lookahead's units)."""
+
+    def __init__(
+        self,
+        vocoder: UnitVocoder,
+        chunk: int = 25,
+        context: int = 24,
+        speaker: int | None = None,
+        frame_rate: bool = False,
+    ):
+        if chunk < 1 or context < 0:
+            raise ValueError(f"chunk must be >= 1 and context >= 0, got {chunk} and {context}")
+        self.vocoder, self.chunk, self.context = vocoder, chunk, context
+        self.speakers = [speaker] if speaker is not None else None
+        self.frame_rate = frame_rate or vocoder.model.dur_predictor is None
+        self.units: list[int] = []
+        self.frames: list[int] = []  # frame-rate units of the expanded units
+        self.expanded = 0  # units whose frames are in ``frames``
+        self.emitted = 0  # frames already vocoded
+
+    def push(self, units: Iterable[int]) -> list[torch.Tensor]:
+        """New units -> the chunks that became ready (``[n]`` float32 each)."""
+        self.units += [int(u) for u in units]
+        self._expand(len(self.units) - (0 if self.frame_rate else DURATION_LOOKAHEAD))
+        out = []
+        while len(self.frames) - self.emitted >= self.chunk + self.context:
+            out.append(self._window(self.emitted, self.emitted + self.chunk))
+            self.emitted += self.chunk
+        return out
+
+    def finish(self) -> list[torch.Tensor]:
+        """The utterance is complete: the rest of its chunks."""
+        self._expand(len(self.units))
+        out = []
+        while self.emitted < len(self.frames):
+            end = min(self.emitted + self.chunk, len(self.frames))
+            out.append(self._window(self.emitted, end))
+            self.emitted = end
+        return out
+
+    def _expand(self, upto: int) -> None:
+        if upto <= self.expanded:
+            return
+        if self.frame_rate:
+            self.frames += self.units[self.expanded : upto]
+        else:
+            d = self.vocoder.durations(torch.tensor(self.units)).tolist()  # [T]
+            for i in range(self.expanded, upto):
+                self.frames += [self.units[i]] * int(d[i])
+        self.expanded = upto
+
+    def _window(self, a: int, b: int) -> torch.Tensor:
+        lo, hi = max(0, a - self.context), min(len(self.frames), b + self.context)
+        wav = self.vocoder.frames([torch.tensor(self.frames[lo:hi])], self.speakers)[0]
+        hop = self.vocoder.hop
+        return wav[(a - lo) * hop : (b - lo) * hop]  # [(b - a) * hop]
