@@ -154,6 +154,8 @@ def test_transformer_on_text_tokenizer_pieces(speech_manifest, sp_dir, tiny_cfg,
     feats, lengths = enc(wavs)
     assert enc.family.name == "wav2vec2"
     assert torch.equal(lengths, enc.output_lengths([len(w) for w in wavs]))
+    alone, _ = enc(wavs[1:2])  # the Transformer pads exactly: a batched wav gives its own frames
+    torch.testing.assert_close(feats[1, : lengths[1]], alone[0], atol=1e-5, rtol=1e-4)
     assert sum(1 for _ in (out / "log.jsonl").open()) == 2
 
 
@@ -172,6 +174,26 @@ def _manifest(path: Path, texts: list[str | None], audio: Path) -> Path:
     return write_manifest(
         [Entry(id=f"r{i}", audio=audio, text=t) for i, t in enumerate(texts)], path
     )
+
+
+def test_unusable_rows_are_left_out_with_a_reason(two_utterances, tiny_cfg, tmp_path):
+    rows = list(read_manifest(two_utterances))
+    (tmp_path / "broken.wav").write_bytes(b"not a wav")
+    extra = [
+        Entry(id="silent", audio=rows[0].audio, text=None),
+        Entry(id="broken", audio=tmp_path / "broken.wav", text="hello"),
+        Entry(id="tiny", audio=rows[0].audio, start=0.0, end=0.05, text="far too many letters"),
+    ]
+    manifest = write_manifest([*rows, *extra], tmp_path / "mixed.jsonl")
+    assert train_encoder(manifest, tmp_path / "enc", tiny_cfg, "--steps", "1") == 0
+    rejects = {
+        r["id"]: r["reason"]
+        for r in map(json.loads, (tmp_path / "enc" / "rejects.jsonl").read_text().splitlines())
+    }
+    assert set(rejects) == {"silent", "broken", "tiny"}
+    assert "no transcript" in rejects["silent"] and "CTC frames" in rejects["tiny"]
+    info = json.loads((tmp_path / "enc" / "ctc_encoder.json").read_text())
+    assert info["utterances"] == 2
 
 
 def test_bad_input_is_one_line(speech_manifest, sp_dir, tiny_cfg, tmp_path, capsys):

@@ -295,13 +295,22 @@ class Utterance:
     text: str  # normalised transcript
 
 
-def transcribed(path: str, what: str, max_utterances: int = 0, seed: int = 0) -> list[Entry]:
-    """The manifest's rows with a transcript; none -> one line naming the manifest."""
+def transcribed(
+    path: str, what: str, rejects: list[dict[str, Any]], max_utterances: int = 0, seed: int = 0
+) -> list[Entry]:
+    """The manifest's rows with a transcript (the others to ``rejects``); none -> one line naming
+    the manifest."""
     try:
         entries = list(read_manifest(path))
     except ManifestError as e:
         raise CTCTrainError(f"{what}: {e}") from None
     rows = [e for e in entries if isinstance(e.text, str) and normalize(e.text)]
+    kept = {id(e) for e in rows}
+    rejects.extend(
+        {"id": e.id, "path": str(e.audio), "reason": "no transcript ('text' empty or missing)"}
+        for e in entries
+        if id(e) not in kept
+    )
     if not rows:
         raise CTCTrainError(
             f"{what}: {path}: no row has a transcript ('text' field) of {len(entries)} rows"
@@ -484,9 +493,9 @@ class TrainData:
 
 def load_data(cfg: CTCEncoderConfig) -> tuple[TrainData, Targets, PreTrainedModel]:
     """The training and dev audio, the targets built on the training transcripts, the model."""
-    train_rows = transcribed(cfg.manifest, "manifest", cfg.max_utterances, cfg.seed)
-    dev_rows = transcribed(cfg.dev, "--dev") if cfg.dev else []
     rejects: list[dict[str, Any]] = []
+    train_rows = transcribed(cfg.manifest, "manifest", rejects, cfg.max_utterances, cfg.seed)
+    dev_rows = transcribed(cfg.dev, "--dev", []) if cfg.dev else []
     utts = read_utterances(train_rows, cfg.max_seconds, rejects)
     if not utts:
         raise CTCTrainError(f"{cfg.manifest}: no usable audio ({len(rejects)} rejected)")
