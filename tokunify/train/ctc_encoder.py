@@ -135,7 +135,12 @@ ARCHS: dict[str, Arch] = {
         ),
     ),
 }
-"""``--arch`` -> architecture: the one table of CTC encoders this command trains."""
+"""``--arch`` -> architecture: the one table of CTC encoders this command trains.
+
+Measured once (the defaults: 300 steps x 8 utterances, chars, on the tests' 18-utterance espeak
+corpus, 2 shared CPU cores, one torch thread): conformer 2.2M params, 370 s, CER 0.007 on those
+same training utterances; transformer 102 s (padded batches), CER 0.10 (training data, not a
+held-out score)."""
 
 
 @dataclass
