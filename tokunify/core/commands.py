@@ -76,6 +76,11 @@ COMMANDS: dict[str, Command] = {
         "tokunify.train.ssl:run_train_ssl",
         "HuBERT masked-prediction pre-training of a HubertModel on unit targets.",
     ),
+    "train-encoder": Command(
+        "tokunify.train.ctc_encoder:CTCEncoderConfig",
+        "tokunify.train.ctc_encoder:run_train_encoder",
+        "CTC pre-training of a small Conformer/Transformer speech encoder on transcripts.",
+    ),
     "ssl-units": Command(
         "tokunify.train.ssl_recipe:SSLUnitsConfig",
         "tokunify.train.ssl_recipe:run_ssl_units",
