@@ -225,12 +225,13 @@ def test_every_shipped_config_validates():
     tokenizers = sorted((CONFIGS / "tokenizers").rglob("*.yaml"))
     accel = sorted((CONFIGS / "accelerate").rglob("*.yaml"))
     ssl = list((CONFIGS / "ssl").rglob("*.yaml"))  # walked by tests/train/test_ssl.py
+    ctc = list((CONFIGS / "ctc").rglob("*.yaml"))  # run by tests/train/test_ctc_encoder.py
     every = len(list(CONFIGS.rglob("*.yaml")))
     assert (
         train
         and tokenizers
         and accel
-        and len(train) + len(tokenizers) + len(accel) + len(ssl) == every
+        and len(train) + len(tokenizers) + len(accel) + len(ssl) + len(ctc) == every
     )
     for f in accel:  # accelerate's own reader: unknown keys or a wrong type raise
         c = ClusterConfig.from_yaml_file(str(f))
