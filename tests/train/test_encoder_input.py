@@ -6,6 +6,7 @@ still loads in plain transformers; packing slices a split document's audio."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -57,7 +58,7 @@ def test_train_writes_a_bundle_with_its_speech_input(wavlm_run, enc_bundle):
     rows = log_rows(wavlm_run)
     losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
-    assert "loss/asr" in rows[-2] or any("loss/asr" in r for r in rows)
+    assert any("loss/asr" in r for r in rows)
     final = wavlm_run / "final"
     assert load_spec(final).speech_input == {"path": "speech_input", "stream": "enc"}
     assert (final / "speech_input" / "adapter" / "adapter.safetensors").is_file()
@@ -83,8 +84,6 @@ def test_resume_restores_the_speech_input(wavlm_run, tmp_path):
     shutil.copytree(wavlm_run, run)
     shutil.rmtree(run / "checkpoints" / "step-000002")
     shutil.rmtree(run / "final")
-    cfg = Path(run / "checkpoints" / "step-000001" / "trainer.json")
-    assert cfg.is_file()
     spec = wavlm_run / "final" / "speech_input"
     args = [a if a != str(wavlm_run) else str(run) for a in _args_of(wavlm_run)]
     assert main(args) == 0
@@ -97,8 +96,6 @@ def test_resume_restores_the_speech_input(wavlm_run, tmp_path):
 
 def _args_of(run: Path) -> list[str]:
     """The arguments the module's WavLM run was started with (its config, from a checkpoint)."""
-    import json
-
     meta = json.loads((run / "checkpoints" / "step-000001" / "trainer.json").read_text())
     cfg = meta["config"]
     return train_args(

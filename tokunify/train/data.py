@@ -177,9 +177,7 @@ class Formatter:
         words = "words" in fmt.requires
         return fmt.build_record(r, target, lambda x: self.utterance(x, words=words and x is r), rng)
 
-    def doc(
-        self, ti: int, r: Record, target: Record | None, rng: np.random.Generator
-    ) -> Doc:
+    def doc(self, ti: int, r: Record, target: Record | None, rng: np.random.Generator) -> Doc:
         """The document of task ``tasks[ti]`` from a record, with the audio of its placeholders:
         the speech input a task hears is the record's own (a document whose placeholders are
         not all the record's frames is refused, :class:`FormatError`)."""

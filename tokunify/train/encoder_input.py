@@ -79,8 +79,11 @@ class FrameCounts:
     def __len__(self) -> int:
         return len(self.store)
 
-    def __getattr__(self, name: str) -> Any:  # meta, ids, order, check_streams: the store's
-        return getattr(self.__dict__["store"], name)
+    def __getattr__(self, name: str) -> Any:  # meta, check_streams: the store's
+        store = self.__dict__.get("store")
+        if store is None:
+            raise AttributeError(name)
+        return getattr(store, name)
 
     def count(self, i: int, r: Record) -> int | None:
         if i not in self._counts:

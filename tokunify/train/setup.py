@@ -22,7 +22,6 @@ from tokunify.model.speech_input import SpeechInput, SpeechInputError
 from tokunify.train import attention, checkpoints
 from tokunify.train.checkpoints import CKPT_DIR, TRAINER_FILE
 from tokunify.train.config import TrainConfig
-from tokunify.train.encoder_input import FrameCounts, ManifestRecords, SpeechFeed
 from tokunify.train.data import (
     Formatter,
     RecordSource,
@@ -31,6 +30,7 @@ from tokunify.train.data import (
     check_usable,
     eval_docs,
 )
+from tokunify.train.encoder_input import FrameCounts, ManifestRecords, SpeechFeed
 from tokunify.train.onthefly import manifest_stores
 from tokunify.train.packing import Doc
 
@@ -305,9 +305,7 @@ def check_sharding(acc: Any, env: Mapping[str, str] | None = None) -> None:
             )
 
 
-def manifest_sources(
-    cfg: TrainConfig, bundle: Bundle, stream: str, device: str
-) -> list[Any]:
+def manifest_sources(cfg: TrainConfig, bundle: Bundle, stream: str, device: str) -> list[Any]:
     """Stores of ``data.manifests``: tokenized on the fly with the bundle's speech tokenizer, or,
     when the tasks' stream is continuous (speech heard only through the encoder), the rows as they
     are."""
@@ -515,11 +513,14 @@ def setup(cfg: TrainConfig) -> Run:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     # A frozen LM has nothing for DDP to synchronise (DDP refuses such a module): not wrapped.
     wrap_lm = acc.num_processes == 1 or any(p.requires_grad for p in model.parameters())
-    model = acc.prepare(model) if wrap_lm else model.to(acc.device)
-    opt = acc.prepare(opt)
+    # One prepare call (accelerate maps the optimizer onto sharded parameters), the LM first and the
+    # speech input second: checkpoints save and restore the models in this order.
+    modules = ([model] if wrap_lm else []) + ([si] if si is not None else [])
+    *prepared, opt = acc.prepare(*modules, opt)
+    model = prepared.pop(0) if wrap_lm else model.to(acc.device)
     speech = None
-    if si is not None:  # prepared after the LM: checkpoints restore both in this order
-        speech = SpeechFeed(acc.prepare(si), bundle.vocab.placeholder(si.stream))
+    if si is not None:
+        speech = SpeechFeed(prepared.pop(0), bundle.vocab.placeholder(si.stream))
     acc.register_for_checkpointing(sched)
     out = Path(cfg.out)
     if acc.is_main_process:
