@@ -53,7 +53,8 @@ def save_checkpoint(
         checkpoints.stage(out, step)
     acc.wait_for_everyone()
     acc.save_state(str(tmp / "state"))
-    write_bundle(acc, model, bundle, tmp / "bundle", speech_input)  # every rank: gathers shards
+    with_speech = {"speech_input": speech_input} if speech_input is not None else {}
+    write_bundle(acc, model, bundle, tmp / "bundle", **with_speech)  # every rank: gathers shards
     digests = gather_object([weight_digest(model)]) if cfg.weight_digests else None
     final = out / CKPT_DIR / f"step-{step:06d}"
     if acc.is_main_process:
