@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +28,7 @@ from tokunify.model.bundle import load_spec
 from tokunify.train.packing import AudioSpan, Doc, Packer, fit_length, slice_spans
 
 PH = 99  # a placeholder id in the packing tests
+SEED = "0"
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +170,31 @@ def test_packed_rows_carry_their_documents_audio_in_order_and_resume():
     again = Packer(8, 0, pool=4, placeholders=[PH])
     again.load_state(packer.state())
     assert [d.audio for d in again.pending] == [d.audio for d in packer.pending]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("llm", ["full", "frozen"])
+def test_two_processes_train_one_encoder_bundle(llm, enc_bundle, speech_manifest, encoders,
+                                                tmp_path):  # fmt: skip
+    accelerate = Path(sys.executable).with_name("accelerate")
+    if not accelerate.exists():
+        pytest.skip("accelerate CLI missing")
+    out = tmp_path / "ddp"
+    # batches of one document, most of them text only: ranks differ in whether theirs has audio
+    over = {"--llm": llm, "--data.mixture": "{asr: 0.1, text: 0.9}", "--batch_size": "1",
+            "--steps": "10", "--seed": SEED}  # fmt: skip
+    args = train_args(enc_bundle, speech_manifest, out, encoders["wavlm"], **over)
+    with socket.socket() as sock:  # a free port: other runs may hold accelerate's default
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--main_process_port", port,
+           "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tokunify", *args]  # fmt: skip
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = log_rows(out)
+    assert rows[0]["world_size"] == 2
+    assert all(math.isfinite(r["loss"]) for r in rows if "loss" in r)
+    assert {"loss/asr", "loss/text"} <= {k for r in rows for k in r}
+    assert tokunify.load(out / "final").speech_input.adapter.name == "conv"

@@ -34,6 +34,7 @@ from tokunify.tokenize.job import load_rows
 from tokunify.train.packing import AudioSpan, PackedBatch
 
 CHUNK_ROWS = 256  # manifest rows per shuffle window unit (as a store's shard)
+SILENCE_SAMPLES = SAMPLE_RATE // 2  # what a batch without audio feeds the speech input (DDP)
 
 
 class ManifestRecords:
@@ -123,11 +124,14 @@ class SpeechFeed:
     """The step's speech input: a batch's audio -> encoder + adapter frames -> ``inputs_embeds``.
 
     ``module`` is the speech input as ``accelerator.prepare`` returned it (DDP-wrapped where
-    several processes train it); ``placeholder`` the continuous stream's id.
+    several processes train it); ``placeholder`` the continuous stream's id. With ``every_step``
+    (several processes) a batch without audio still runs the speech input, on a short silence
+    whose frames enter the embeddings times zero: every rank's DDP then reduces the same
+    gradients each step (a rank that skipped the module would leave the others waiting).
     """
 
-    def __init__(self, module: nn.Module, placeholder: int):
-        self.module, self.placeholder = module, placeholder
+    def __init__(self, module: nn.Module, placeholder: int, every_step: bool = False):
+        self.module, self.placeholder, self.every_step = module, placeholder, every_step
 
     def rows(self, audio: list[list[AudioSpan]]) -> list[torch.Tensor]:
         """Per row, the frames of its spans in order, ``[n_b, H]``."""
@@ -153,6 +157,12 @@ class SpeechFeed:
     def embeds(self, lm: nn.Module, batch: PackedBatch) -> torch.Tensor:
         """``inputs_embeds [B, L, H]`` of a packed batch: its placeholders hold its audio's frames."""
         lm = getattr(lm, "module", lm)  # the LM inside a DDP wrapper
+        if not batch.has_audio:
+            # the speech input runs before the embeddings, as with audio: DDP's gradient hooks
+            # then fire in the same order on every rank, whichever ranks have audio
+            feats, _ = self.module([np.zeros(SILENCE_SAMPLES, np.float32)], SAMPLE_RATE)
+            embeds = lm.get_input_embeddings()(batch.input_ids)  # [B, L, H]
+            return embeds + 0.0 * feats.sum().to(embeds.dtype)
         return embed_inputs(lm, batch.input_ids, self.rows(batch.audio), self.placeholder)
 
 

@@ -520,7 +520,8 @@ def setup(cfg: TrainConfig) -> Run:
     model = prepared.pop(0) if wrap_lm else model.to(acc.device)
     speech = None
     if si is not None:
-        speech = SpeechFeed(prepared.pop(0), bundle.vocab.placeholder(si.stream))
+        ph = bundle.vocab.placeholder(si.stream)
+        speech = SpeechFeed(prepared.pop(0), ph, every_step=acc.num_processes > 1)
     acc.register_for_checkpointing(sched)
     out = Path(cfg.out)
     if acc.is_main_process:

@@ -48,9 +48,9 @@ def forward(
     with audio goes in as ``inputs_embeds``: its placeholders hold the speech input's frames.
     """
     inputs: dict[str, Any] = {"input_ids": batch.input_ids}
-    if batch.has_audio:
-        if speech is None:
-            raise ValueError("a batch with speech-input audio, but the run has no speech input")
+    if batch.has_audio and speech is None:
+        raise ValueError("a batch with speech-input audio, but the run has no speech input")
+    if speech is not None and (batch.has_audio or speech.every_step):
         inputs = {"inputs_embeds": speech.embeds(model, batch)}  # [B, L, H]
     path = attention.path_of(model)
     if path == attention.PER_DOCUMENT:
