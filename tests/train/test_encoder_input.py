@@ -61,6 +61,7 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 def test_train_writes_a_bundle_with_its_speech_input(wavlm_run, enc_bundle):
     rows = log_rows(wavlm_run)
+    assert rows[0]["attention"] == "per_document"  # packed rows, no attention across documents
     losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     assert any("loss/asr" in r for r in rows)

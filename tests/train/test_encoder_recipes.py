@@ -7,10 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from encoder_helpers import extend_encoder_bundle, log_rows, save_encoder
 
 import tokunify
 from tokunify.cli import main, parse_command
+from tokunify.data.manifest import read_manifest
+from tokunify.generate.generator import Generator
+from tokunify.model.encoders import SpeechEncoder
 
 TRAIN = Path(__file__).parents[2] / "configs" / "train"
 RECIPES = {  # recipe -> (encoder family, adapter, llm, tasks)
@@ -68,3 +72,13 @@ def test_recipe_runs_two_steps_on_a_tiny_encoder(name, encoders, bundles, speech
     assert seen and seen <= tasks
     si = tokunify.load(out / "final").speech_input
     assert si.adapter.name == adapter and si.encoder.family.name == family
+    source = SpeechEncoder.from_pretrained(encoders[family]).model.state_dict()
+    trained = si.encoder.model.state_dict()
+    unchanged = all(torch.equal(source[k], trained[k]) for k in source)
+    assert unchanged == parse_command(["train", str(TRAIN / name)])[1].speech_input.freeze
+    if "s2s" in tasks:  # speech in through the encoder, units out
+        gen = Generator(out / "final")
+        wav = str(next(iter(read_manifest(speech_manifest))).audio)
+        (r,) = gen.generate("s2s", [wav], max_new_tokens=4, vocode=False)
+        assert r.ids and not set(r.ids) & set(gen.vocab.input_only_ids())
+        assert gen.task("s2s").input_streams == ("enc",) and gen.task("s2s").stream == "units"
