@@ -7,6 +7,9 @@ Data flows one way, and the packages are its layers (each imports only its own l
 
     audio/text -> tokenizers -> unified token sequences (vocab + tasks) -> token store
               -> train -> self-describing bundle -> generate -> vocoder -> audio
+
+``tokunify.load(DIR)`` returns a checked :class:`Bundle`; a bundle with a speech input (encoder +
+adapter in ``DIR/speech_input/``) comes with it composed as ``Bundle.speech_input``.
 """
 
 from tokunify.core import __version__, compat

@@ -12,7 +12,7 @@ import torch
 import tokunify
 from tokunify.cli import main
 from tokunify.core.fsio import atomic_dir
-from tokunify.core.vocab import VocabError
+from tokunify.core.vocab import UnifiedVocab, VocabError, continuous_stream, units_stream
 from tokunify.model.bundle import BundleError, BundleSpec
 from tokunify.tokenizers.kmeans import KMeans
 
@@ -200,3 +200,12 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
         atomic_write(target, boom)
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temp sibling left behind
+
+
+def test_spec_speech_input_must_name_a_continuous_stream():
+    vocab = UnifiedVocab(100, (units_stream("units", 8), continuous_stream("enc")))
+    BundleSpec(speech_input={"path": "speech_input", "stream": "enc"}).check(vocab)
+    with pytest.raises(BundleError, match="needs a continuous one"):
+        BundleSpec(speech_input={"path": "speech_input", "stream": "units"}).check(vocab)
+    with pytest.raises(BundleError, match="speech_input for unknown stream 'x'"):
+        BundleSpec(speech_input={"path": "speech_input", "stream": "x"}).check(vocab)

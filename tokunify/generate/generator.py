@@ -4,6 +4,13 @@ Every task rule (its prompt, input and output modality, decoding preset, how to 
 comes from the task objects of :mod:`tokunify.tasks`; this module names no task. Decoding is constrained by :class:`ModalityConstraint`;
 batches are left-padded and decoded with the KV cache by ``model.generate``. Speech outputs go
 through the bundle's unit vocoder (units) or codec decoder (EnCodec) behind one ``decode`` call.
+
+A bundle with a speech input (``Bundle.speech_input``: encoder + adapter) hears audio through it,
+exactly where a unit bundle would tokenize it: speech-input tasks read its continuous stream
+(``TaskOptions.input_streams``), the prompt holds one placeholder per adapter frame, and
+``model.generate`` starts from ``inputs_embeds`` whose placeholder rows are the adapter's frames
+(:func:`~tokunify.model.speech_input.embed_inputs`). A task that reads only its own stream
+(``continue``) keeps hearing units.
 """
 
 from __future__ import annotations
@@ -20,10 +27,13 @@ import torch
 from transformers import LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
 
+from tokunify.data.audio import load as load_audio
 from tokunify.generate.constraints import ModalityConstraint
 from tokunify.generate.fewshot import Example, resolve_examples, with_examples
 from tokunify.model.bundle import Bundle, BundleError
 from tokunify.model.bundle import load as load_bundle
+from tokunify.model.encoders import SAMPLE_RATE
+from tokunify.model.speech_input import embed_inputs
 from tokunify.tasks import (
     FormatError,
     TaskFormat,
@@ -70,6 +80,8 @@ class Generator:
         self.model = self.bundle.model.to(self.device).eval()
         self.vocab = self.bundle.vocab
         self.stream = stream or self.vocab.default_stream
+        si = self.bundle.speech_input
+        self.speech_input = None if si is None else si.to(self.device).eval()
         self._speech_tok = None
         self._vocoder = None
 
@@ -121,11 +133,46 @@ class Generator:
 
     # ---- generation -----------------------------------------------------------------------------
     def task(self, task: str) -> TaskFormat:
-        """The task object for a tag; refuses tasks that do not generate or this vocab lacks."""
+        """The task object for a tag; refuses tasks that do not generate or this vocab lacks.
+        With a speech input, the task hears its continuous stream where it can read other input
+        streams (a task that reads only its own stream refuses them, and hears that one)."""
         known = generation_tasks()
         if task not in known:
             raise FormatError(f"unknown task {task!r}; generation knows {sorted(known)}")
+        if self.speech_input is not None:
+            heard = TaskOptions(stream=self.stream, input_streams=(self.speech_input.stream,))
+            try:
+                return make_task(task, self.vocab, heard)
+            except FormatError:
+                pass
         return make_task(task, self.vocab, TaskOptions(stream=self.stream))
+
+    def hears_encoder(self, fmt: TaskFormat) -> bool:
+        """Whether a task's speech input goes through the bundle's encoder + adapter."""
+        return (
+            self.speech_input is not None
+            and fmt.input_modality == "speech"
+            and self.speech_input.stream in fmt.input_streams
+        )
+
+    def wavs(
+        self, audio: Sequence[str | Path | np.ndarray], sample_rate: int | None = None
+    ) -> list[np.ndarray]:
+        """Audio files or arrays -> mono float32 wavs at 16 kHz, as the speech input reads them."""
+        if all(isinstance(a, (str, Path)) for a in audio):
+            return [load_audio(a, SAMPLE_RATE) for a in audio]
+        if any(isinstance(a, (str, Path)) for a in audio):
+            raise ValueError("pass either audio files or arrays, not a mix")
+        if sample_rate is None:
+            raise ValueError("audio arrays need their sample_rate")
+        return self.speech_input.encoder.prepare(list(audio), sample_rate)
+
+    def speech_embeds(self, prompts: torch.Tensor, wavs: Sequence[np.ndarray]) -> torch.Tensor:
+        """``inputs_embeds [B, L, H]`` of (left-padded) prompt ids ``[B, L]``: each row's
+        placeholders hold the adapter frames of its wav."""
+        feats, lengths = self.speech_input(list(wavs), SAMPLE_RATE)  # [B, T', H], [B]
+        ph = self.vocab.placeholder(self.speech_input.stream)
+        return embed_inputs(self.model, prompts, feats, ph, lengths)
 
     def example_ids(self, task: str, examples: Sequence[Example]) -> list[np.ndarray]:
         """In-context examples -> their segments (global ids), as :meth:`prompts` places them."""
@@ -154,10 +201,31 @@ class Generator:
         examples: Sequence[Example] | None = None,
     ) -> list[np.ndarray]:
         """Generation prompts; ``examples`` (k in-context pairs) go before each query, in order."""
+        return self.speech_prompts(task, inputs, sample_rate, examples)[0]
+
+    def speech_prompts(
+        self,
+        task: str,
+        inputs: Sequence[Any],
+        sample_rate: int | None = None,
+        examples: Sequence[Example] | None = None,
+    ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """Generation prompts and, for a task that hears the encoder, each prompt's 16 kHz wav
+        (its placeholders' frames: the prompt holds ``speech_input.output_lengths`` of them)."""
         fmt = self.task(task)
-        shots = self.example_ids(task, examples) if examples else []
         if not inputs:
             raise ValueError("empty input: nothing to generate from")
+        if self.hears_encoder(fmt):
+            if examples:
+                raise ValueError(
+                    f"{task}: in-context examples are not supported with a speech-input encoder"
+                )
+            wavs = self.wavs(inputs, sample_rate)
+            counts = self.speech_input.output_lengths([len(w) for w in wavs]).tolist()
+            stream = self.speech_input.stream
+            utts = [Utterance(speech={stream: np.asarray(int(n))}) for n in counts]
+            return [fmt.prompt(u) for u in utts], wavs
+        shots = self.example_ids(task, examples) if examples else []
         if fmt.input_modality == "text":
             utts = []
             for x in inputs:
@@ -169,16 +237,28 @@ class Generator:
                 units = list(inputs)  # already local ids
             else:
                 units = self.encode_audio(inputs, sample_rate)
-            utts = [Utterance(speech={self.stream: u}) for u in units]
-        return [with_examples(fmt, fmt.prompt(u), shots) for u in utts]
+            utts = [Utterance(speech={fmt.input_streams[0]: u}) for u in units]
+        return [with_examples(fmt, fmt.prompt(u), shots) for u in utts], None
 
     @torch.inference_mode()
     def generate_ids(
-        self, task: str, prompts: list[np.ndarray], **overrides: Any
+        self,
+        task: str,
+        prompts: list[np.ndarray],
+        wavs: Sequence[np.ndarray] | None = None,
+        **overrides: Any,
     ) -> list[tuple[list[int], bool]]:
-        """Constrained, batched decoding (left padding, KV cache). Returns (generated ids, hit_limit)."""
+        """Constrained, batched decoding (left padding, KV cache). Returns (generated ids, hit_limit).
+        ``wavs``: the audio of each prompt's speech-input placeholders (:meth:`speech_prompts`)."""
         fmt = self.task(task)
         cfg = {**(fmt.preset or {}), **overrides}
+        if wavs is None and self.vocab.placeholder_ids():
+            held = np.isin(np.concatenate(prompts), self.vocab.placeholder_ids())
+            if held.any():
+                raise ValueError(
+                    f"{task}: the prompts hold speech-input placeholders but no audio was given "
+                    "for them (Generator.speech_prompts gives both)"
+                )
         n = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), n), self.vocab.pad, dtype=torch.long)
         att = torch.zeros((len(prompts), n), dtype=torch.long)
@@ -194,8 +274,11 @@ class Generator:
             offsets if bool(offsets.any()) else None,
             self.device,
         )
+        ids = ids.to(self.device)
+        embeds = {} if wavs is None else {"inputs_embeds": self.speech_embeds(ids, wavs)}
         out = self.model.generate(
-            input_ids=ids.to(self.device),
+            input_ids=ids,
+            **embeds,
             attention_mask=att.to(self.device),
             logits_processor=LogitsProcessorList([constraint]),
             eos_token_id=self.vocab.eos,
@@ -225,12 +308,13 @@ class Generator:
         or local unit arrays (asr, s2s, continue). ``examples``: in-context pairs placed before every
         query (:mod:`tokunify.generate.fewshot`)."""
         fmt = self.task(task)
-        prompts = self.prompts(task, inputs, sample_rate, examples)
+        prompts, wavs = self.speech_prompts(task, inputs, sample_rate, examples)
         results: list[GenerationResult] = []
         for a in range(0, len(prompts), batch_size):
             batch = prompts[a : a + batch_size]
+            heard = None if wavs is None else wavs[a : a + batch_size]
             for prompt, (gen, hit) in zip(
-                batch, self.generate_ids(task, batch, **overrides), strict=True
+                batch, self.generate_ids(task, batch, heard, **overrides), strict=True
             ):
                 results.append(self._result(fmt, prompt, gen, hit))
         if vocode and fmt.output_modality == "speech":

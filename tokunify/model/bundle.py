@@ -7,17 +7,21 @@
       tokenizer.json, tokenizer_config.json, ...               HF tokenizer with the added tokens
       vocab.json                                               the UnifiedVocab layout
       tokunify.json                                            speech tokenizers, vocoders, provenance
+      speech_input/                                            encoder + adapter (continuous speech
+                                                               input; only where the spec names it)
 
 ``transformers.AutoModelForCausalLM.from_pretrained(DIR)`` and ``AutoTokenizer.from_pretrained(DIR)``
 work without tokunify. :func:`load` returns everything together and refuses a bundle whose parts
-do not agree, naming the file and the reason.
+do not agree, naming the file and the reason; a bundle whose spec has ``speech_input`` gets its
+:class:`~tokunify.model.speech_input.SpeechInput` composed (``Bundle.speech_input``), from paths
+relative to the bundle, so a moved bundle loads.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +62,10 @@ class BundleSpec:
     """How the new embedding rows were initialised."""
     freeze_text_rows: bool = False
     """Whether training should keep the original text rows fixed (SpeechGPT stage 1)."""
+    speech_input: dict[str, Any] | None = None
+    """Continuous speech input beside the LM: ``{"path": "speech_input", "stream": NAME}`` (the
+    bundle-relative directory of :mod:`tokunify.model.speech_input` and its continuous stream);
+    None: the bundle hears speech only as units or codec tokens."""
     extra: dict[str, Any] = field(default_factory=dict)
     tokunify_version: str = field(default_factory=_version)
 
@@ -91,7 +99,19 @@ class BundleSpec:
         return out
 
     def check(self, vocab: UnifiedVocab, source: str = BUNDLE_FILE) -> None:
-        """Every speech tokenizer/vocoder must name a stream of ``vocab`` with matching kind and sizes."""
+        """Every speech tokenizer/vocoder must name a stream of ``vocab`` with matching kind and
+        sizes; a speech input must name a continuous stream."""
+        if self.speech_input is not None:
+            name = str(self.speech_input.get("stream", ""))
+            try:
+                kind = vocab.stream(name).kind
+            except VocabError as e:
+                raise BundleError(f"{source}: speech_input for {e}") from None
+            if kind != "continuous":
+                raise BundleError(
+                    f"{source}: speech_input names stream {name!r}, a {kind} stream; it needs a "
+                    "continuous one (extend with --continuous NAME)"
+                )
 
         for kind, table in (
             ("speech tokenizer", self.speech_tokenizers),
@@ -129,13 +149,17 @@ class Bundle:
     tokenizer: Any
     spec: BundleSpec
     model: nn.Module | None = None
+    speech_input: Any = None
+    """The :class:`~tokunify.model.speech_input.SpeechInput` (encoder + adapter) of a bundle whose
+    spec has ``speech_input``, composed by :func:`load` with the model; else None."""
 
     def save(self, path: str | Path) -> Path:
         if self.model is None:
             raise BundleError("cannot save a bundle loaded without its model")
         return save_bundle(
-            path, self.model, self.tokenizer, self.vocab, self.spec, copy_from=self.path
-        )
+            path, self.model, self.tokenizer, self.vocab, self.spec, copy_from=self.path,
+            speech_input=self.speech_input,
+        )  # fmt: skip
 
     def speech_tokenizer(
         self, stream: str | None = None, device: str | torch.device = "cpu"
@@ -150,6 +174,7 @@ class Bundle:
 
 
 CARRIED_PREFIX = "speech_tokenizers/"  # bundle-relative files and directories the spec names
+SPEECH_INPUT_DIR = "speech_input"  # the bundle-relative directory of a speech input
 
 
 def save_bundle(
@@ -161,19 +186,29 @@ def save_bundle(
     copy_from: str | Path | None = None,
     files: dict[str, str | Path] | None = None,
     state_dict: dict[str, Any] | None = None,
+    speech_input: Any = None,
 ) -> Path:
     """Write a bundle atomically. Checks that model, tokenizer and vocab agree before writing.
 
     ``state_dict`` (the full weights of a sharded model, ``accelerator.get_state_dict``) replaces
-    the model's own parameters in the saved weights.
+    the model's own parameters in the saved weights. ``speech_input`` (a
+    :class:`~tokunify.model.speech_input.SpeechInput`) is saved as ``speech_input/`` and named in
+    the spec; without it, a spec that names one copies ``speech_input/`` from ``copy_from``.
 
     Files the spec references (centroids, vocoder weights) are copied from the bundle ``copy_from``,
     or from ``files`` (bundle-relative name -> source path).
     """
     vocab.check_tokenizer(tokenizer, "tokenizer to save")
     vocab.check_model_config(model.config, "model to save")
+    if speech_input is not None:
+        spec = replace(spec, speech_input={"path": SPEECH_INPUT_DIR, "stream": speech_input.stream})
     spec.check(vocab)
     sources = {rel: Path(copy_from) / rel for rel in spec.files()} if copy_from is not None else {}
+    if speech_input is None and spec.speech_input is not None:
+        rel = str(spec.speech_input.get("path", SPEECH_INPUT_DIR))
+        if copy_from is None or not (Path(copy_from) / rel).is_dir():
+            raise BundleError(f"bundle spec names speech input {rel!r}, but there is none to copy")
+        sources[rel] = Path(copy_from) / rel
     sources.update({k: Path(v) for k, v in (files or {}).items()})
     with atomic_dir(path) as tmp:
         model.save_pretrained(tmp, state_dict=state_dict)
@@ -187,6 +222,8 @@ def save_bundle(
             if not src.is_file():
                 raise BundleError(f"{src}: referenced by the bundle spec but missing")
             shutil.copy2(src, tmp / rel)
+        if speech_input is not None:
+            speech_input.save(tmp / SPEECH_INPUT_DIR)
         (tmp / BUNDLE_FILE).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
     return Path(path)
 
@@ -243,7 +280,8 @@ def load(
     dtype: torch.dtype | None = None,
     with_model: bool = True,
 ) -> Bundle:
-    """Load a bundle: vocab, tokenizer, spec and (optionally) the model, checked against each other."""
+    """Load a bundle: vocab, tokenizer, spec and (optionally) the model, checked against each other;
+    with the model, the bundle's speech input (encoder + adapter) where its spec names one."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     p = Path(path)
@@ -264,4 +302,28 @@ def load(
         if device is not None:
             model = model.to(device)
         model.eval()
-    return Bundle(path=p, vocab=vocab, tokenizer=tokenizer, spec=spec, model=model)
+    speech_input = None
+    if with_model and spec.speech_input is not None:
+        speech_input = _load_speech_input(p, spec, device)
+    return Bundle(path=p, vocab=vocab, tokenizer=tokenizer, spec=spec, model=model,
+                  speech_input=speech_input)  # fmt: skip
+
+
+def _load_speech_input(p: Path, spec: BundleSpec, device: str | torch.device | None) -> Any:
+    """The bundle's speech input, its stream checked against the spec's."""
+    from tokunify.model.speech_input import (  # lazy (start-up: transformers' speech encoders, ~5 s)
+        SpeechInputError,
+        load_speech_input,
+    )
+
+    rel = str((spec.speech_input or {}).get("path", SPEECH_INPUT_DIR))
+    try:
+        si = load_speech_input(p / rel, device or "cpu")
+    except SpeechInputError as e:
+        raise BundleError(f"{p}: speech input: {e}") from None
+    want = (spec.speech_input or {}).get("stream")
+    if si.stream != want:
+        raise BundleError(
+            f"{p / rel}: speech input of stream {si.stream!r}, {BUNDLE_FILE} names {want!r}"
+        )
+    return si.eval()

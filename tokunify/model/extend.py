@@ -1,5 +1,10 @@
 """Extending a causal LM with the unified vocabulary, or building one from scratch.
 
+Speech *input* through an encoder is a continuous stream (``--continuous enc``): the vocab gives it
+one placeholder id, and ``tokunify train`` with ``speech_input: {encoder: ..., stream: enc}`` puts
+the encoder + adapter beside the LM (the stream is named by ``speech_input.stream``; a vocab's ids
+are fixed once extended, so the stream is added here, not by training).
+
 The text rows of the embedding matrices are never touched, so logits over the original text
 vocabulary for text-only input are unchanged by extension (tests check this for tied and untied
 heads). New rows ``[text_size, V)`` are initialised by one of :data:`INIT_CHOICES`:
@@ -29,6 +34,7 @@ from tokunify.core.vocab import (
     UnifiedVocab,
     VocabError,
     codec_stream,
+    continuous_stream,
     units_stream,
 )
 from tokunify.model.bundle import BundleSpec, save_bundle
@@ -270,6 +276,10 @@ class ExtendArgs:
     (tokunify.core.layouts.LAYOUTS: flatten, delay, first, and any layout registered by the user)."""
     codec_name: str = "codec"
     """Codec stream name."""
+    continuous: list[str] = field(default_factory=list)
+    """Continuous streams (speech heard through an encoder + adapter), by name, e.g. --continuous
+    enc: each owns one placeholder id <|NAME_frame|>; `tokunify train` with `speech_input:
+    {stream: NAME}` fills its placeholders with the adapter's frames."""
     text_tokenizer: str | None = None
     """Text tokenizer: HF dir/id or SentencePiece dir/.model (default: BASE's; required for scratch:)."""
     tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
@@ -303,6 +313,7 @@ def parse_streams(args: ExtendArgs) -> tuple[StreamSpec, ...]:
         streams.append(
             codec_stream(args.codec_name, args.codebooks, args.codebook_size, args.codec_layout)
         )
+    streams += [continuous_stream(name) for name in args.continuous]
     return tuple(streams)
 
 

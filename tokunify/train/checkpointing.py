@@ -41,8 +41,10 @@ def save_checkpoint(
     step: int,
     data_states: list[dict],
     log_tail: int,
+    speech_input: Any = None,
 ) -> Path:
-    """Atomically write checkpoints/step-N: accelerate state, a loadable bundle and trainer.json."""
+    """Atomically write checkpoints/step-N: accelerate state (the speech input's weights too), a
+    loadable bundle (with ``speech_input/``) and trainer.json."""
     from accelerate.utils import gather_object
 
     out = Path(cfg.out)
@@ -51,7 +53,8 @@ def save_checkpoint(
         checkpoints.stage(out, step)
     acc.wait_for_everyone()
     acc.save_state(str(tmp / "state"))
-    write_bundle(acc, model, bundle, tmp / "bundle")  # every rank: gathers a sharded model
+    with_speech = {"speech_input": speech_input} if speech_input is not None else {}
+    write_bundle(acc, model, bundle, tmp / "bundle", **with_speech)  # every rank: gathers shards
     digests = gather_object([weight_digest(model)]) if cfg.weight_digests else None
     final = out / CKPT_DIR / f"step-{step:06d}"
     if acc.is_main_process:
@@ -72,9 +75,12 @@ def save_checkpoint(
     return final
 
 
-def write_bundle(acc: Any, model: torch.nn.Module, bundle: Bundle, path: Path) -> None:
-    """The full model as a bundle. Call on every rank: ``get_state_dict`` gathers FSDP shards and
-    DeepSpeed ZeRO-3 partitions; the main process writes."""
+def write_bundle(
+    acc: Any, model: torch.nn.Module, bundle: Bundle, path: Path, speech_input: Any = None
+) -> None:
+    """The full model as a bundle, with ``speech_input/`` (encoder + adapter) where the run has a
+    speech input. Call on every rank: ``get_state_dict`` gathers FSDP shards and DeepSpeed ZeRO-3
+    partitions; the main process writes."""
     state = acc.get_state_dict(model)
     if not acc.is_main_process:
         return
@@ -98,6 +104,7 @@ def write_bundle(acc: Any, model: torch.nn.Module, bundle: Bundle, path: Path) -
             spec,
             copy_from=bundle.path,
             state_dict=state,
+            speech_input=speech_input,
         )
     finally:
         if packed and plain is unwrapped:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from tokunify.tasks import DEFAULT_PAIR_KEY, FORMATS
 
@@ -84,6 +84,35 @@ class LoraConfig:
 
 
 @dataclass
+class SpeechInputConfig:
+    """Continuous speech input: an encoder and an adapter whose frames fill the placeholders of a
+    continuous stream (SpeechVerse, SALMONN, Qwen-Audio, LLaMA-Omni). The encoder runs in the
+    training step on each record's audio; the bundle's vocab must have the stream (`tokunify
+    extend --continuous NAME`). A bundle that already has a speech input (an earlier run's) keeps
+    training it when `encoder` is empty."""
+
+    encoder: str = ""
+    """Encoder: a transformers hub id or directory (Whisper, WavLM, HuBERT, wav2vec2,
+    wav2vec2-conformer, `train-ssl` output); empty: the bundle's own speech input, if any."""
+    layer: str = "-1"
+    """Hidden state the adapter reads: an index (-1: the last) or "weighted" (learned sum)."""
+    adapter: str = "conv"
+    """Adapter: conv (SpeechVerse), stack (Qwen-Audio / LLaMA-Omni) or qformer (SALMONN)."""
+    adapter_args: dict[str, Any] = field(default_factory=dict)
+    """Options of the adapter, e.g. {stride: 2, layers: 2} for conv, {k: 5} for stack."""
+    freeze: bool = True
+    """Keep the encoder's weights fixed (the adapter, and weighted-layer weights, still train)."""
+    stream: str = "enc"
+    """The bundle's continuous stream the frames fill (`tokunify extend --continuous NAME`)."""
+
+    @property
+    def layer_value(self) -> int | str:
+        """``layer`` as :class:`~tokunify.model.encoders.SpeechEncoder` takes it."""
+        text = str(self.layer).strip()
+        return text if text == "weighted" else int(text)
+
+
+@dataclass
 class TrainConfig:
     """Train a bundle on token stores with a task mixture (accelerate: CPU, DDP, FSDP, DeepSpeed)."""
 
@@ -94,6 +123,11 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    speech_input: SpeechInputConfig = field(default_factory=SpeechInputConfig)
+    llm: Literal["full", "lora", "frozen"] = "full"
+    """The LM's weights: full (as `freeze` says), lora (the `lora` section's adapters; same as
+    lora.enabled) or frozen (no LM weight trains: only the speech input does; SpeechVerse,
+    AudioChatLlama)."""
     steps: int = 1000
     """Optimizer steps."""
     batch_size: int = 8
@@ -172,5 +206,12 @@ class TrainConfig:
             )
         if self.max_minutes < 0 or self.budget_minutes < 0:
             raise ValueError("max_minutes and budget_minutes must be >= 0 (0: no limit)")
+        if self.llm == "frozen" and (self.lora.enabled or self.freeze != "none"):
+            raise ValueError("llm: frozen trains no LM weight; drop lora.enabled and freeze")
+        layer = str(self.speech_input.layer).strip()
+        if layer != "weighted" and not layer.lstrip("-").isdigit():
+            raise ValueError(
+                f"speech_input.layer must be an int or 'weighted', got {self.speech_input.layer!r}"
+            )
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1 or self.data.seq_len < 8:
             raise ValueError("steps, batch_size, grad_accum must be >= 1 and data.seq_len >= 8")

@@ -27,6 +27,7 @@ from tokunify.tasks import (
 )
 from tokunify.tokenizers.identity import text_tokenizer_hash
 from tokunify.train.config import DataConfig
+from tokunify.train.encoder_input import audio_of
 from tokunify.train.packing import Doc, PackedBatch, Packer
 
 # The watchdog of the training stream: this many draws in a row without a document to train on
@@ -103,7 +104,13 @@ class Formatter:
     which records they use and how they pair them; this class turns records into utterances."""
 
     def __init__(
-        self, vocab: UnifiedVocab, tokenizer: Any, cfg: DataConfig, stream: str, frame_rate: float
+        self,
+        vocab: UnifiedVocab,
+        tokenizer: Any,
+        cfg: DataConfig,
+        stream: str,
+        frame_rate: float,
+        input_streams: tuple[str, ...] = (),
     ):
         self.vocab, self.tokenizer, self.cfg, self.stream, self.frame_rate = (
             vocab,
@@ -112,8 +119,11 @@ class Formatter:
             stream,
             frame_rate,
         )
+        self.input_streams = input_streams
+        self.placeholders = np.asarray(vocab.placeholder_ids(), dtype=np.int64)
         options = TaskOptions(
             stream=stream,
+            input_streams=input_streams,
             loss_on_input=cfg.loss_on_input,
             pair_key=cfg.s2s_key,
             tokenizer=tokenizer,
@@ -136,11 +146,8 @@ class Formatter:
         return None
 
     def utterance(self, r: Record, words: bool = False) -> Utterance:
-        speech = (
-            {self.stream: r.streams[self.stream].astype(np.int64)}
-            if self.stream in r.streams
-            else {}
-        )
+        heard = dict.fromkeys((self.stream, *self.input_streams))
+        speech = {s: np.asarray(r.streams[s]).astype(np.int64) for s in heard if s in r.streams}
         u = Utterance(text=self.text_ids(r), speech=speech)
         if words and r.words and self.stream in r.streams:
             ids = [self.encode_word(w, i) for i, (w, _, _) in enumerate(r.words)]
@@ -170,6 +177,24 @@ class Formatter:
         words = "words" in fmt.requires
         return fmt.build_record(r, target, lambda x: self.utterance(x, words=words and x is r), rng)
 
+    def doc(self, ti: int, r: Record, target: Record | None, rng: np.random.Generator) -> Doc:
+        """The document of task ``tasks[ti]`` from a record, with the audio of its placeholders:
+        the speech input a task hears is the record's own (a document whose placeholders are
+        not all the record's frames is refused, :class:`FormatError`)."""
+        ids, mask = self.build(list(self.formats)[ti], r, target, rng)
+        n = int(np.isin(ids, self.placeholders).sum()) if self.placeholders.size else 0
+        if not n:
+            return Doc(ids, mask, ti)
+        have = sum(
+            int(np.asarray(r.streams[s])) for s in self.input_streams
+            if s in r.streams and np.asarray(r.streams[s]).ndim == 0
+        )  # fmt: skip
+        if n != have:
+            raise FormatError(
+                f"record {r.id!r}: {n} speech-input placeholders, its audio gives {have} frames"
+            )
+        return Doc(ids, mask, ti, audio_of(r, n))
+
 
 class TaskData:
     """The resumable training stream of packed batches for one rank."""
@@ -193,7 +218,12 @@ class TaskData:
         self.rng = np.random.default_rng([seed, rank, 7])
         self.cursor = {t: [0, 0] for t in self.tasks}  # task -> [epoch, position]
         self._orders: dict[int, np.ndarray] = {}
-        self.packer = Packer(cfg.seq_len, formatter.vocab.pad, long_documents=cfg.long_documents)
+        self.packer = Packer(
+            cfg.seq_len,
+            formatter.vocab.pad,
+            long_documents=cfg.long_documents,
+            placeholders=formatter.vocab.placeholder_ids(),
+        )
         self.docs_seen = 0
 
     def _order(self, epoch: int) -> np.ndarray:
@@ -245,13 +275,13 @@ class TaskData:
             task = self.tasks[ti]
             r, target, rng = self._next_record(task)
             try:
-                ids, mask = self.fmt.build(task, r, target, rng)
+                doc = self.fmt.doc(ti, r, target, rng)
             except FormatError:
                 continue
-            if dropping and len(ids) > self.cfg.seq_len:
+            if dropping and len(doc.ids) > self.cfg.seq_len:
                 continue
             self.docs_seen += 1
-            return Doc(ids, mask, ti)
+            return doc
         raise StoreError(
             f"{self.store_names()}: no trainable document in {WATCHDOG_DRAWS} draws of the mixture "
             f"{dict(self.cfg.mixture)} (records fail to format"
@@ -296,10 +326,10 @@ def eval_docs(
             if not usable:
                 continue
             try:
-                ids, mask = fmt.build(task, r, target, np.random.default_rng([seed, ti, i]))
+                doc = fmt.doc(ti, r, target, np.random.default_rng([seed, ti, i]))
             except FormatError:
                 continue
-            out[task].append(Doc(ids, mask, ti))
+            out[task].append(doc)
     return out
 
 
@@ -327,15 +357,21 @@ def check_usable(source: RecordSource, fmt: Formatter, cfg: DataConfig) -> None:
 def check_compatible(
     stores: list[TokenStore], vocab: UnifiedVocab, tokenizer: Any, spec: Any, stream: str
 ) -> None:
-    """Refuse stores whose tokenizers do not match the bundle's vocab (streams, sizes, hashes, text)."""
+    """Refuse stores whose tokenizers do not match the bundle's vocab (streams, sizes, hashes, text).
+    A continuous stream is heard through the speech input, never stored: only the text is checked."""
     s = vocab.stream(stream)
-    expected = {stream: (s.kind, s.size, s.codebooks)}
+    expected = {stream: (s.kind, s.size, s.codebooks)} if not s.continuous else {}
     bundle_cfg = (spec.speech_tokenizers or {}).get(stream)
     text_hash = text_tokenizer_hash(tokenizer, vocab.text_size)
     for st in stores:
         st.check_streams(expected)
-        info = st.meta.streams[stream]
-        if bundle_cfg is not None and bundle_cfg.get("hash") and bundle_cfg["hash"] != info.hash:
+        info = st.meta.streams.get(stream)
+        if (
+            info is not None
+            and bundle_cfg is not None
+            and bundle_cfg.get("hash")
+            and bundle_cfg["hash"] != info.hash
+        ):
             raise StoreError(
                 f"{st.root}: stream {stream!r} was made by tokenizer {info.hash}, the bundle's is {bundle_cfg['hash']}; "
                 "re-tokenize with the bundle's speech tokenizer"

@@ -40,7 +40,7 @@ def cleanup(run: Run, done: int) -> dict[str, Any]:
     acc, out = run.acc, Path(run.cfg.out)
     eval_step(run, done)
     checkpoint_step(run, done)
-    write_bundle(acc, run.model, run.bundle, out / "final")  # atomic, like every bundle write
+    write_bundle(acc, run.model, run.bundle, out / "final", run.speech_input)  # atomic
     acc.wait_for_everyone()
     acc.end_training()
     return {

@@ -4,12 +4,18 @@ A row holds whole documents back to back; only the tail is padding (when no pend
 fits). ``position_ids`` restart at 0 for every document, and the attention mask lets a token
 see only earlier tokens *of its own document*. Documents longer than the row follow the
 ``long_documents`` policy of the :class:`Packer` (see :func:`fit_length`), counted in its state.
+
+A document that hears speech through an encoder (a continuous stream) carries its audio as
+:class:`AudioSpan` s, in the order of its placeholders; a packed row carries the spans of its
+documents in order (``PackedBatch.audio``), so the step can encode them and fill the row's
+placeholders (:func:`tokunify.model.speech_input.embed_inputs`). Splitting a long document slices
+its spans with it: each piece keeps the frames of the placeholders it holds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -18,11 +24,29 @@ IGNORE = -100
 LongDocuments = Literal["split", "truncate", "drop"]
 
 
+@dataclass(frozen=True)
+class AudioSpan:
+    """The audio of a run of placeholders: a segment of a file, and which of its encoder + adapter
+    output frames the run takes (``[first, first + frames)``)."""
+
+    path: str
+    start: float | None
+    end: float | None
+    first: int
+    frames: int
+
+    @property
+    def source(self) -> tuple[str, float | None, float | None]:
+        """The audio itself (spans of one utterance share it: it is encoded once per batch)."""
+        return self.path, self.start, self.end
+
+
 @dataclass
 class Doc:
     ids: np.ndarray  # [n] int64
     mask: np.ndarray  # [n] bool: training targets
     task: int  # index of the task, for per-task losses
+    audio: tuple[AudioSpan, ...] = ()  # the audio of its placeholders, in order
 
 
 @dataclass
@@ -32,6 +56,7 @@ class PackedBatch:
     position_ids: torch.Tensor  # [B, L]
     doc_ids: torch.Tensor  # [B, L], -1 on padding
     tasks: torch.Tensor  # [B, L] task index per token, -1 on padding
+    audio: list[list[AudioSpan]] = field(default_factory=list)  # per row, its documents' spans
 
     def attention_mask(self) -> torch.Tensor:
         """``[B, 1, L, L]`` bool: causal within each document, nothing across documents or to padding."""
@@ -62,8 +87,13 @@ class PackedBatch:
             *(
                 t.to(device)
                 for t in (self.input_ids, self.labels, self.position_ids, self.doc_ids, self.tasks)
-            )
+            ),
+            audio=self.audio,
         )
+
+    @property
+    def has_audio(self) -> bool:
+        return any(self.audio)
 
     @property
     def num_tokens(self) -> int:
@@ -78,6 +108,7 @@ def pack(rows: list[list[Doc]], seq_len: int, pad_id: int) -> PackedBatch:
     pos = np.zeros((b, seq_len), dtype=np.int64)
     doc = np.full((b, seq_len), -1, dtype=np.int64)
     task = np.full((b, seq_len), -1, dtype=np.int64)
+    audio: list[list[AudioSpan]] = [[] for _ in rows]
     for r, docs in enumerate(rows):
         at = 0
         for k, d in enumerate(docs):
@@ -90,19 +121,44 @@ def pack(rows: list[list[Doc]], seq_len: int, pad_id: int) -> PackedBatch:
             pos[r, sl] = np.arange(n)
             doc[r, sl] = k
             task[r, sl] = d.task
+            audio[r] += d.audio
             at += n
     t = torch.from_numpy
-    return PackedBatch(t(ids), t(labels), t(pos), t(doc), t(task))
+    return PackedBatch(t(ids), t(labels), t(pos), t(doc), t(task), audio)
 
 
-def fit_length(doc: Doc, seq_len: int, policy: LongDocuments) -> list[Doc]:
+def slice_spans(spans: tuple[AudioSpan, ...], a: int, b: int) -> tuple[AudioSpan, ...]:
+    """The frames ``[a, b)`` of a document's placeholder frames (its spans laid end to end)."""
+    out, at = [], 0
+    for s in spans:
+        lo, hi = max(a, at), min(b, at + s.frames)
+        if lo < hi:
+            out.append(AudioSpan(s.path, s.start, s.end, s.first + lo - at, hi - lo))
+        at += s.frames
+    return tuple(out)
+
+
+def _piece(doc: Doc, i: int, j: int, placeholders: np.ndarray | None) -> Doc:
+    """``doc.ids[i:j]`` as a document, with the audio of the placeholders it holds."""
+    audio: tuple[AudioSpan, ...] = ()
+    if doc.audio and placeholders is not None:
+        before = np.cumsum(np.isin(doc.ids, placeholders))  # [n] placeholders up to each id
+        a = int(before[i - 1]) if i else 0
+        audio = slice_spans(doc.audio, a, int(before[j - 1]))
+    return Doc(doc.ids[i:j], doc.mask[i:j], doc.task, audio)
+
+
+def fit_length(
+    doc: Doc, seq_len: int, policy: LongDocuments, placeholders: np.ndarray | None = None
+) -> list[Doc]:
     """A document as the rows-sized pieces the packer takes, under the long-document ``policy``.
 
     ``split`` (the default, as in pretraining recipes: every token is trained on once, none are
     lost) cuts a long document into consecutive ``seq_len`` pieces, each with its own positions
     from 0; pieces without a target token are left out. ``truncate`` keeps the first ``seq_len``
     tokens. ``drop`` leaves the document out. Short documents pass through unchanged.
-    Example: 10 tokens, ``seq_len`` 4, split -> pieces of 4, 4 and 2 tokens.
+    Example: 10 tokens, ``seq_len`` 4, split -> pieces of 4, 4 and 2 tokens. A document with audio
+    needs the ``placeholders`` ids: each piece keeps the audio frames of its placeholders.
     """
     n = len(doc.ids)
     if n <= seq_len:
@@ -110,11 +166,8 @@ def fit_length(doc: Doc, seq_len: int, policy: LongDocuments) -> list[Doc]:
     if policy == "drop":
         return []
     if policy == "truncate":
-        return [Doc(doc.ids[:seq_len], doc.mask[:seq_len], doc.task)]
-    pieces = [
-        Doc(doc.ids[i : i + seq_len], doc.mask[i : i + seq_len], doc.task)
-        for i in range(0, n, seq_len)
-    ]
+        return [_piece(doc, 0, seq_len, placeholders)]
+    pieces = [_piece(doc, i, min(i + seq_len, n), placeholders) for i in range(0, n, seq_len)]
     return [p for p in pieces if p.mask[1:].any()]
 
 
@@ -129,17 +182,23 @@ class Packer:
     """
 
     def __init__(
-        self, seq_len: int, pad_id: int, pool: int = 64, long_documents: LongDocuments = "split"
+        self,
+        seq_len: int,
+        pad_id: int,
+        pool: int = 64,
+        long_documents: LongDocuments = "split",
+        placeholders: list[int] | None = None,
     ):
         self.seq_len, self.pad_id, self.pool_size = seq_len, pad_id, pool
         self.long_documents = long_documents
+        self.placeholders = np.asarray(placeholders or [], dtype=np.int64)
         self.pool: list[Doc] = []
         self.counts = {"split": 0, "truncate": 0, "drop": 0}
 
     def _refill(self, source) -> None:  # type: ignore[no-untyped-def]
         while len(self.pool) < self.pool_size:
             d = source()
-            pieces = fit_length(d, self.seq_len, self.long_documents)
+            pieces = fit_length(d, self.seq_len, self.long_documents, self.placeholders)
             if len(d.ids) > self.seq_len:
                 self.counts[self.long_documents] += 1
             self.pool += pieces
@@ -168,7 +227,7 @@ class Packer:
         return self.pool
 
     def state(self) -> dict:
-        pool = [{"ids": d.ids.tolist(), "mask": d.mask.tolist(), "task": d.task} for d in self.pool]
+        pool = [_doc_state(d) for d in self.pool]
         return {"pool": pool, "long_documents": dict(self.counts)}
 
     def load_state(self, state: dict | list[dict] | None) -> None:
@@ -176,10 +235,18 @@ class Packer:
             state = {"pool": state}
         state = state or {}
         self.pool = [
-            Doc(np.asarray(s["ids"], np.int64), np.asarray(s["mask"], bool), int(s["task"]))
+            Doc(np.asarray(s["ids"], np.int64), np.asarray(s["mask"], bool), int(s["task"]),
+                tuple(AudioSpan(**a) for a in s.get("audio", [])))
             for s in state.get("pool", [])
-        ]
+        ]  # fmt: skip
         self.counts = {"split": 0, "truncate": 0, "drop": 0, **state.get("long_documents", {})}
+
+
+def _doc_state(d: Doc) -> dict[str, Any]:
+    out: dict[str, Any] = {"ids": d.ids.tolist(), "mask": d.mask.tolist(), "task": d.task}
+    if d.audio:
+        out["audio"] = [asdict(a) for a in d.audio]
+    return out
 
 
 def pack_docs(docs: list[Doc], seq_len: int, pad_id: int, rows: int) -> list[PackedBatch]:

@@ -18,6 +18,7 @@ from tokunify.data.store import StoreError, TokenStore
 from tokunify.model.bundle import Bundle
 from tokunify.model.bundle import load as load_bundle
 from tokunify.model.extend import freeze_text_rows
+from tokunify.model.speech_input import SpeechInput, SpeechInputError
 from tokunify.train import attention, checkpoints
 from tokunify.train.checkpoints import CKPT_DIR, TRAINER_FILE
 from tokunify.train.config import TrainConfig
@@ -29,6 +30,7 @@ from tokunify.train.data import (
     check_usable,
     eval_docs,
 )
+from tokunify.train.encoder_input import FrameCounts, ManifestRecords, SpeechFeed
 from tokunify.train.onthefly import manifest_stores
 from tokunify.train.packing import Doc
 
@@ -139,7 +141,11 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 
 
 def freeze_body(model: torch.nn.Module, cfg: TrainConfig) -> None:
-    """``freeze: body`` / ``body+text_rows``: only the embedding matrices keep training."""
+    """``freeze: body`` / ``body+text_rows``: only the embedding matrices keep training;
+    ``llm: frozen``: nothing of the LM trains."""
+    if cfg.llm == "frozen":
+        model.requires_grad_(False)
+        return
     if cfg.freeze not in ("body", "body+text_rows"):
         return
     keep = {id(model.get_input_embeddings().weight)}
@@ -152,6 +158,8 @@ def freeze_body(model: torch.nn.Module, cfg: TrainConfig) -> None:
 def freeze_rows(model: torch.nn.Module, cfg: TrainConfig, bundle: Bundle) -> None:
     """Hold the original text rows fixed. Runs after LoRA is applied: peft trains a *copy* of the
     embeddings (``modules_to_save``), and the hook must sit on the copy that trains."""
+    if cfg.llm == "frozen":
+        return
     mode = cfg.freeze
     if mode in ("text_rows", "body+text_rows") or (mode == "none" and bundle.spec.freeze_text_rows):
         freeze_text_rows(model, bundle.vocab)
@@ -238,6 +246,13 @@ class Run:
     attention: str
     start: int = 0
     resumed_from: str | None = None
+    speech: SpeechFeed | None = None
+    """The speech input of the step (encoder + adapter, prepared), where the run has one."""
+
+    @property
+    def speech_input(self) -> SpeechInput | None:
+        """The unwrapped speech input (what checkpoints and the bundle save)."""
+        return None if self.speech is None else self.acc.unwrap_model(self.speech.module)
 
     @property
     def tasks(self) -> list[str]:
@@ -290,21 +305,51 @@ def check_sharding(acc: Any, env: Mapping[str, str] | None = None) -> None:
             )
 
 
-def build_data(cfg: TrainConfig, bundle: Bundle, acc: Any) -> tuple[TaskData, dict[str, list[Doc]]]:
-    """This rank's resumable training stream and the fixed held-out documents."""
+def manifest_sources(cfg: TrainConfig, bundle: Bundle, stream: str, device: str) -> list[Any]:
+    """Stores of ``data.manifests``: tokenized on the fly with the bundle's speech tokenizer, or,
+    when the tasks' stream is continuous (speech heard only through the encoder), the rows as they
+    are."""
+    if bundle.vocab.stream(stream).continuous:
+        return [ManifestRecords(m) for m in cfg.data.manifests]
+    return manifest_stores(
+        cfg.data.manifests, cfg.data.manifest_cache or Path(cfg.out) / "token_cache", stream, bundle,
+        cfg.data.manifest_chunk_size, device,
+    )  # fmt: skip
+
+
+def build_data(
+    cfg: TrainConfig, bundle: Bundle, acc: Any, speech_input: SpeechInput | None = None
+) -> tuple[TaskData, dict[str, list[Doc]]]:
+    """This rank's resumable training stream and the fixed held-out documents. With a speech
+    input, every record also holds its continuous stream's frame count (:class:`FrameCounts`)
+    and speech-input tasks hear that stream (``TaskOptions.input_streams``)."""
     vocab = bundle.vocab
     stream = cfg.data.stream or vocab.default_stream
-    stores = [TokenStore(s) for s in cfg.data.stores] + manifest_stores(
-        cfg.data.manifests, cfg.data.manifest_cache or Path(cfg.out) / "token_cache", stream, bundle,
-        cfg.data.manifest_chunk_size, str(acc.device),
-    )  # fmt: skip
+    if vocab.stream(stream).continuous and speech_input is None:
+        raise ValueError(
+            f"train: stream {stream!r} is continuous (encoder input); set speech_input.encoder"
+        )
+    token_stores = [TokenStore(s) for s in cfg.data.stores]
+    stores = token_stores + manifest_sources(cfg, bundle, stream, str(acc.device))
     if not stores:
         raise StoreError("train: data.stores and data.manifests name no store")
-    check_compatible(stores, vocab, bundle.tokenizer, bundle.spec, stream)
-    eval_stores = [TokenStore(s) for s in cfg.data.eval_stores]
+    check_compatible(
+        [s for s in stores if not isinstance(s, ManifestRecords)], vocab, bundle.tokenizer,
+        bundle.spec, stream,
+    )  # fmt: skip
+    eval_stores: list[Any] = [TokenStore(s) for s in cfg.data.eval_stores]
     check_compatible(eval_stores, vocab, bundle.tokenizer, bundle.spec, stream)
-    frame_rate = stores[0].meta.streams[stream].frame_rate
-    fmt = Formatter(vocab, bundle.tokenizer, cfg.data, stream, frame_rate)
+    heard: tuple[str, ...] = ()
+    if speech_input is not None:
+        heard = (speech_input.stream,)
+        stores = [FrameCounts(s, speech_input, speech_input.stream) for s in stores]
+        eval_stores = [FrameCounts(s, speech_input, speech_input.stream) for s in eval_stores]
+    frame_rate = (
+        speech_input.frame_rate
+        if speech_input is not None and stream == speech_input.stream
+        else stores[0].meta.streams[stream].frame_rate
+    )
+    fmt = Formatter(vocab, bundle.tokenizer, cfg.data, stream, frame_rate, heard)
     source = RecordSource(stores)
     if not cfg.data.manifests:  # on-the-fly stores tokenize when read: the watchdog guards them
         check_usable(source, fmt, cfg.data)
@@ -324,10 +369,43 @@ def build_model(cfg: TrainConfig, bundle: Bundle) -> tuple[torch.nn.Module, str]
         model.gradient_checkpointing_enable()
     path = attention.choose(model) if cfg.packed_attention else attention.DENSE_MASK
     freeze_body(model, cfg)
-    if cfg.lora.enabled:
+    if cfg.lora.enabled or cfg.llm == "lora":
         model = apply_lora(model, cfg)
     freeze_rows(model, cfg, bundle)
     return model, path
+
+
+def build_speech_input(cfg: TrainConfig, bundle: Bundle, device: Any) -> SpeechInput | None:
+    """The run's speech input: a new adapter on ``speech_input.encoder``, or the bundle's own
+    (an earlier run's) when the config names no encoder; None without either."""
+    sc = cfg.speech_input
+    if not sc.encoder:
+        return None if bundle.speech_input is None else bundle.speech_input.to(device).train()
+    vocab = bundle.vocab
+    if sc.stream not in {s.name for s in vocab.streams} or not vocab.stream(sc.stream).continuous:
+        raise ValueError(
+            f"speech_input.stream {sc.stream!r}: the bundle {bundle.path} has no continuous stream "
+            f"of that name (its streams: {[s.name for s in vocab.streams]}); extend with "
+            f"--continuous {sc.stream}"
+        )
+    try:
+        si = SpeechInput.build(
+            sc.encoder, int(bundle.model.get_input_embeddings().weight.shape[1]), sc.adapter,
+            layer=sc.layer_value, freeze=sc.freeze, stream=sc.stream,
+            adapter_options=dict(sc.adapter_args), device=device,
+        )  # fmt: skip
+    except (SpeechInputError, ValueError) as e:
+        raise ValueError(f"speech_input: {e}") from None
+    return si.train()
+
+
+def speech_param_group(si: SpeechInput, weight_decay: float) -> list[dict[str, Any]]:
+    """The speech input's trainable parameters (matrices decay; biases, norms, layer weights not)."""
+    ps = [p for p in si.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in ps if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in ps if p.ndim < 2], "weight_decay": 0.0},
+    ]
 
 
 def resume(run: Run) -> None:
@@ -420,22 +498,38 @@ def setup(cfg: TrainConfig) -> Run:
     changed = check_existing_run(cfg, acc.is_main_process)
     set_seed(cfg.seed)
     bundle = load_bundle(cfg.bundle)
-    data, ev_docs = build_data(cfg, bundle, acc)
+    si = build_speech_input(cfg, bundle, acc.device)
+    data, ev_docs = build_data(cfg, bundle, acc, si)
     model, path = build_model(cfg, bundle)
-    opt = torch.optim.AdamW(
-        param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas)
-    )
+    groups = param_groups(model, cfg.optim.weight_decay)
+    if si is not None:
+        groups += speech_param_group(si, cfg.optim.weight_decay)
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise ValueError("train: nothing to train (the LM is frozen and there is no speech input)")
+    opt = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
     # Not through prepare: accelerate's scheduler wrapper steps once per process per step.
     schedule = Schedule(cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    model, opt = acc.prepare(model, opt)
+    # A frozen LM has nothing for DDP to synchronise (DDP refuses such a module): not wrapped.
+    wrap_lm = acc.num_processes == 1 or any(p.requires_grad for p in model.parameters())
+    # One prepare call (accelerate maps the optimizer onto sharded parameters), the LM first and the
+    # speech input second: checkpoints save and restore the models in this order.
+    modules = ([model] if wrap_lm else []) + ([si] if si is not None else [])
+    *prepared, opt = acc.prepare(*modules, opt)
+    model = prepared.pop(0) if wrap_lm else model.to(acc.device)
+    speech = None
+    if si is not None:
+        ph = bundle.vocab.placeholder(si.stream)
+        speech = SpeechFeed(prepared.pop(0), ph, every_step=acc.num_processes > 1)
     acc.register_for_checkpointing(sched)
     out = Path(cfg.out)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
     acc.wait_for_everyone()
     log = RunLog(acc, out / "log.jsonl")
-    run = Run(cfg, acc, bundle, model, opt, sched, schedule, data, ev_docs, log, path)
+    run = Run(cfg, acc, bundle, model, opt, sched, schedule, data, ev_docs, log, path,
+              speech=speech)  # fmt: skip
     resume(run)
     if acc.log_with:
         acc.init_trackers("tokunify")

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from tokunify.train import attention
 from tokunify.train.checkpointing import save_checkpoint
+from tokunify.train.encoder_input import SpeechFeed
 from tokunify.train.packing import IGNORE, Doc, PackedBatch, pack_docs
 from tokunify.train.setup import Run
 
@@ -38,22 +39,30 @@ def token_losses(
     return ce[valid].sum() / n, sums, counts
 
 
-def forward(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
+def forward(
+    model: torch.nn.Module, batch: PackedBatch, speech: SpeechFeed | None = None
+) -> torch.Tensor:
     """Logits ``[B, L, V]`` of a packed batch, on the attention path the model is set up for.
 
-    No path attends across documents; only the dense fallback builds an ``L x L`` mask.
+    No path attends across documents; only the dense fallback builds an ``L x L`` mask. A batch
+    with audio goes in as ``inputs_embeds``: its placeholders hold the speech input's frames.
     """
+    inputs: dict[str, Any] = {"input_ids": batch.input_ids}
+    if batch.has_audio and speech is None:
+        raise ValueError("a batch with speech-input audio, but the run has no speech input")
+    if speech is not None and (batch.has_audio or speech.every_step):
+        inputs = {"inputs_embeds": speech.embeds(model, batch)}  # [B, L, H]
     path = attention.path_of(model)
     if path == attention.PER_DOCUMENT:
         plan = attention.DocPlan.build(
             batch.bounds(), batch.input_ids.shape[1], batch.input_ids.device
         )
         kw: dict[str, Any] = {attention.BOUNDS_KW: plan}  # built once, used by every layer
-        return model(input_ids=batch.input_ids, position_ids=batch.position_ids, **kw).logits
+        return model(**inputs, position_ids=batch.position_ids, **kw).logits
     if path == attention.FLASH_VARLEN:  # varlen kernels find document boundaries from position_ids
-        return model(input_ids=batch.input_ids, position_ids=batch.position_ids).logits
+        return model(**inputs, position_ids=batch.position_ids).logits
     return model(
-        input_ids=batch.input_ids,
+        **inputs,
         attention_mask=batch.attention_mask(),
         position_ids=batch.position_ids,
     ).logits
@@ -68,20 +77,26 @@ def evaluate(
     pad: int,
     rows: int,
     device: torch.device,
+    speech: SpeechFeed | None = None,
 ) -> dict[str, float]:
     """Per-task mean target-token loss on fixed held-out documents (every rank runs the same)."""
     was = model.training
     model.eval()
+    speech_was = speech is not None and speech.module.training
+    if speech is not None:
+        speech.module.eval()
     out = {}
     for ti, task in enumerate(tasks):
         total, count = 0.0, 0.0
         for batch in pack_docs(docs.get(task, []), seq_len, pad, rows):
             batch = batch.to(device)
-            _, s, c = token_losses(forward(model, batch), batch, len(tasks))
+            _, s, c = token_losses(forward(model, batch, speech), batch, len(tasks))
             total, count = total + float(s[ti]), count + float(c[ti])
         if count:
             out[task] = total / count
     model.train(was)
+    if speech is not None:
+        speech.module.train(speech_was)
     return out
 
 
@@ -97,6 +112,7 @@ def eval_step(run: Run, step: int) -> None:
         run.bundle.vocab.pad,
         cfg.batch_size,
         run.acc.device,
+        run.speech,
     )
     run.log.write({"step": step, **{f"eval/{t}": v for t, v in losses.items()}})
 
@@ -105,7 +121,9 @@ def checkpoint_step(run: Run, step: int) -> Path:
     from accelerate.utils import gather_object
 
     states = gather_object([run.data.state()])
-    return save_checkpoint(run.acc, run.model, run.bundle, run.cfg, step, states, run.log.lines)
+    return save_checkpoint(
+        run.acc, run.model, run.bundle, run.cfg, step, states, run.log.lines, run.speech_input
+    )
 
 
 def _eta(seconds: float) -> str:
@@ -133,13 +151,15 @@ def train(run: Run) -> int:
     spent_before = run.schedule.elapsed_s  # training seconds before a resume (0 on a fresh run)
     done = run.start
     trainable = [p for p in model.parameters() if p.requires_grad]
+    if run.speech is not None:
+        trainable += [p for p in run.speech.module.parameters() if p.requires_grad]
     lr = sched.get_last_lr()[0]
     for step in range(run.start, cfg.steps):
         stepped = False
         for _ in range(cfg.grad_accum):
             batch = run.data.next_batch(cfg.batch_size).to(acc.device)
             with acc.accumulate(model):
-                logits = forward(model, batch)
+                logits = forward(model, batch, run.speech)
                 loss, s, c = token_losses(logits, batch, n_tasks)
                 acc.backward(loss)
                 if acc.sync_gradients and cfg.optim.grad_clip > 0:
