@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -35,6 +36,10 @@ import sys
 import tempfile
 import time
 import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +48,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import torch
+import transformers
 import yaml
 
 from tokunify.core.commands import main as cli
@@ -207,8 +213,8 @@ def build_voc_bundle(c: Check) -> Path:
 
 def build_server(c: Check) -> tuple[str, str]:
     """`tokunify serve` in a subprocess on a free loopback port -> (url, model name)."""
-    import httpx  # lazy (extra: serve)
-
+    if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
+        raise Skip("the serve extra is not installed (pip install 'tokunify[serve]')")
     port = free_port()
     env = child_env()
     cmd = [sys.executable, "-m", "tokunify", "serve", str(c.need("voc_bundle")), "--port", str(port),
@@ -223,14 +229,14 @@ def build_server(c: Check) -> tuple[str, str]:
                 f"tokunify serve exited {proc.returncode} (its output is in the log)"
             )
         try:
-            health = httpx.get(f"{url}/health", timeout=2).json()
-            return url, str(health["model"])
-        except httpx.TransportError:
-            if time.monotonic() - t0 > SERVE_START_S:
-                raise RuntimeError(
-                    f"tokunify serve did not answer /health in {SERVE_START_S:.0f} s"
-                ) from None
-            time.sleep(0.3)
+            status, body = http(f"{url}/health", timeout=2)
+            if status == 200:
+                return url, str(json.loads(body)["model"])
+        except OSError:  # not listening yet
+            pass
+        if time.monotonic() - t0 > SERVE_START_S:
+            raise RuntimeError(f"tokunify serve did not answer /health in {SERVE_START_S:.0f} s")
+        time.sleep(0.3)
 
 
 INPUTS: dict[str, Callable[[Check], Any]] = {
@@ -382,8 +388,6 @@ def train_fsdp(c: Check) -> str:
     sharded checkpoints, final/ gathered through get_state_dict and loaded by plain transformers."""
     if not c.cuda:
         raise Skip("accelerate engages FSDP only on GPUs (train refuses an FSDP config on CPU)")
-    from transformers import AutoModelForCausalLM
-
     cfg = train_config(c, "train_fsdp")
     env = child_env()
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(FSDP_CONFIG),
@@ -394,11 +398,15 @@ def train_fsdp(c: Check) -> str:
         lines = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.strip()]
         raise StepFailed(f"accelerate launch exited {res.returncode}: {lines[-1] if lines else ''}")
     run = c.root / "train_fsdp"
+    shards = sorted(run.glob("checkpoints/step-*/state/pytorch_model_fsdp*"))
+    if not shards:
+        held = sorted(p.name for p in run.glob("checkpoints/step-*/state/*"))
+        raise RuntimeError(f"no sharded FSDP model state in the checkpoint (it holds {held})")
     start = next(r for r in log_rows(run) if "world_size" in r)
     if start["world_size"] != 1:
         raise RuntimeError(f"world_size {start['world_size']}, expected 1")
-    final = AutoModelForCausalLM.from_pretrained(str(run / "final"))
-    init = AutoModelForCausalLM.from_pretrained(str(c.need("bundle")))
+    final = transformers.AutoModelForCausalLM.from_pretrained(str(run / "final"))
+    init = transformers.AutoModelForCausalLM.from_pretrained(str(c.need("bundle")))
     trained = final.state_dict()
     if not any(not torch.equal(v, trained[k]) for k, v in init.state_dict().items()):
         raise RuntimeError("final/ holds the initial weights: the FSDP state was not gathered")
@@ -417,11 +425,9 @@ def tokenize_with(c: Check, name: str, cfg: Path, stream: str) -> str:
 
 def tokenize_hubert(c: Check) -> str:
     """A tiny random HuBERT: `train-kmeans` on its layer-3 features, then `tokenize`, on the device."""
-    from transformers import HubertConfig, HubertModel
-
     torch.manual_seed(0)
     src = c.root / "hubert"
-    HubertModel(HubertConfig(**SSL_TINY)).save_pretrained(src)
+    transformers.HubertModel(transformers.HubertConfig(**SSL_TINY)).save_pretrained(src)
     feats = c.root / "hubert_feats.yaml"
     feats.write_text(yaml.safe_dump({"kind": "ssl_units", "source": str(src), "layer": 3, "dedup": True}))  # fmt: skip
     c.tokunify("train-kmeans", str(c.need("corpus") / "train.jsonl"), "--tokenizer", str(feats),
@@ -432,8 +438,6 @@ def tokenize_hubert(c: Check) -> str:
 def tiny_codec(kind: str, out: Path) -> Path:
     """A tiny random Mimi or DAC as tests/tokenizers/conftest.py builds it (random codebooks and
     biases, so codes vary)."""
-    import transformers
-
     torch.manual_seed(0)
     if kind == "mimi":
         model = transformers.MimiModel(transformers.MimiConfig(**MIMI_TINY))
@@ -481,7 +485,7 @@ def generate_batched(c: Check) -> str:
         raise RuntimeError(
             f"generate wrote {len(rows)} results, {sum('wav' in r for r in rows)} with audio"
         )
-    return f"{n_units / dt:.0f} units/s ({n_units} units, {GEN_PROMPTS} prompts in one batch, {dt:.1f} s with loading)"
+    return f"{GEN_PROMPTS / dt:.2f} prompts/s ({GEN_PROMPTS} in one batch, {n_units} units, with loading)"
 
 
 def vocode_hifigan(c: Check) -> str:
@@ -504,76 +508,94 @@ def vocode_hifigan(c: Check) -> str:
     return f"{seconds / dt:.1f} audio s/s ({len(audio)} utterances, {seconds:.1f} s of audio)"
 
 
-def serve_request(c: Check, send: Callable[[Any, str, str], int]) -> str:
-    """One request to the running `tokunify serve --device`; ``send`` returns the bytes received."""
-    import httpx  # lazy (extra: serve)
+def http(
+    url: str,
+    body: bytes | None = None,
+    content_type: str = "application/json",
+    timeout: float = 120,
+) -> tuple[int, bytes]:
+    """GET (no body) or POST ``url`` with the standard library -> (HTTP status, body)."""
+    req = urllib.request.Request(
+        url, data=body, headers={"Content-Type": content_type} if body else {}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
 
-    url, model = c.need("server")
-    t = time.perf_counter()
-    with httpx.Client(base_url=url, timeout=120) as client:
-        n = send(client, url, model)
-    return f"{time.perf_counter() - t:.2f} s/request ({n} bytes)"
+
+def post_json(url: str, payload: dict[str, Any]) -> bytes:
+    """The body of a 200 reply to a JSON POST; RuntimeError naming the status otherwise."""
+    status, body = http(url, json.dumps(payload).encode())
+    if status != 200:
+        raise RuntimeError(f"{urllib.parse.urlsplit(url).path}: HTTP {status}: {body[:200]!r}")
+    return body
 
 
-def check_status(r: Any) -> None:
-    if r.status_code != 200:
-        raise RuntimeError(f"{r.request.url.path}: HTTP {r.status_code}: {r.text[:200]}")
+def multipart(fields: dict[str, str], name: str, filename: str, data: bytes) -> tuple[bytes, str]:
+    """A multipart/form-data body (text fields and one file) -> (body, content type)."""
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()]  # fmt: skip
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\nContent-Type: audio/wav\r\n\r\n'  # fmt: skip
+    body = b"".join(parts) + head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
 
 
 def serve_transcription(c: Check) -> str:
+    url, model = c.need("server")
     wav = c.need("corpus") / next(iter(read_manifest(c.need("corpus") / "test_seen.jsonl"))).audio
-
-    def send(client: Any, url: str, model: str) -> int:
-        r = client.post("/v1/audio/transcriptions", files={"file": ("a.wav", wav.read_bytes(), "audio/wav")},
-                        data={"model": model, "max_new_tokens": "16"})  # fmt: skip
-        check_status(r)
-        if not isinstance(r.json().get("text"), str):
-            raise RuntimeError(f"transcription without text: {r.text[:200]}")
-        return len(r.content)
-
-    return serve_request(c, send)
+    body, ctype = multipart(
+        {"model": model, "max_new_tokens": "16"}, "file", "a.wav", wav.read_bytes()
+    )
+    t = time.perf_counter()
+    status, reply = http(f"{url}/v1/audio/transcriptions", body, ctype)
+    dt = time.perf_counter() - t
+    if status != 200 or not isinstance(json.loads(reply).get("text"), str):
+        raise RuntimeError(f"/v1/audio/transcriptions: HTTP {status}: {reply[:200]!r}")
+    return f"{dt:.2f} s/request ({sf.info(str(wav)).duration:.1f} s of audio in)"
 
 
 def serve_speech(c: Check) -> str:
-    def send(client: Any, url: str, model: str) -> int:
-        r = client.post("/v1/audio/speech", json={"model": model, "input": "the cat sat", "max_new_tokens": 32,
-                                                  "response_format": "wav"})  # fmt: skip
-        check_status(r)
-        if r.content[:4] != b"RIFF":
-            raise RuntimeError(f"speech reply is not a wav: {r.content[:16]!r}")
-        return len(r.content)
-
-    return serve_request(c, send)
+    url, model = c.need("server")
+    t = time.perf_counter()
+    wav = post_json(f"{url}/v1/audio/speech", {"model": model, "input": "the cat sat", "max_new_tokens": 32, "response_format": "wav"})  # fmt: skip
+    dt = time.perf_counter() - t
+    if wav[:4] != b"RIFF":
+        raise RuntimeError(f"/v1/audio/speech: not a wav: {wav[:16]!r}")
+    return f"{dt:.2f} s/request ({sf.info(io.BytesIO(wav)).duration:.2f} s of audio out)"
 
 
 def serve_speech_stream(c: Check) -> str:
-    def send(client: Any, url: str, model: str) -> int:
-        body = {"model": model, "input": "the cat sat", "max_new_tokens": 48, "min_new_tokens": 24,
-                "response_format": "pcm", "stream": True}  # fmt: skip
-        n = 0
-        with client.stream("POST", "/v1/audio/speech", json=body) as r:
-            if r.status_code != 200:
-                r.read()
-                check_status(r)
-            for chunk in r.iter_raw():
+    """A streamed (chunked pcm) speech reply: time to its first audio and in all."""
+    url, model = c.need("server")
+    body = {"model": model, "input": "the cat sat", "max_new_tokens": 48, "min_new_tokens": 24,
+            "response_format": "pcm", "stream": True}  # fmt: skip
+    req = urllib.request.Request(f"{url}/v1/audio/speech", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})  # fmt: skip
+    t = time.perf_counter()
+    n, first = 0, None
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            while chunk := r.read1(65536):
+                first = time.perf_counter() - t if first is None else first
                 n += len(chunk)
-        if n == 0:
-            raise RuntimeError("the speech stream carried no audio")
-        return n
-
-    return serve_request(c, send)
+    except urllib.error.HTTPError as e:
+        raise RuntimeError(
+            f"/v1/audio/speech (stream): HTTP {e.code}: {e.read()[:200]!r}"
+        ) from None
+    if first is None:
+        raise RuntimeError("/v1/audio/speech (stream): the stream carried no audio")
+    return f"{time.perf_counter() - t:.2f} s/request, first audio after {first:.2f} s ({n} bytes)"
 
 
 def serve_chat(c: Check) -> str:
-    def send(client: Any, url: str, model: str) -> int:
-        r = client.post("/v1/chat/completions", json={"model": model, "max_tokens": 16,
-                                                      "messages": [{"role": "user", "content": "the cat"}]})  # fmt: skip
-        check_status(r)
-        if not isinstance(r.json()["choices"][0]["message"].get("content"), str):
-            raise RuntimeError(f"chat reply without text: {r.text[:200]}")
-        return len(r.content)
-
-    return serve_request(c, send)
+    url, model = c.need("server")
+    t = time.perf_counter()
+    reply = json.loads(post_json(f"{url}/v1/chat/completions", {"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "the cat"}]}))  # fmt: skip
+    dt = time.perf_counter() - t
+    if not isinstance(reply["choices"][0]["message"].get("content"), str):
+        raise RuntimeError(f"/v1/chat/completions: a reply without text: {str(reply)[:200]}")
+    return f"{dt:.2f} s/request"
 
 
 Path_ = Callable[[Check], str]
