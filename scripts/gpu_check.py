@@ -137,9 +137,11 @@ class Check:
     def tokunify(self, *argv: str) -> None:
         """``tokunify ARGV`` through the CLI main, its output into the log; StepFailed on rc != 0."""
         buf = io.StringIO()
-        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-            rc = cli(list(argv))
-        self.log.write(f"$ tokunify {' '.join(argv)}\n{buf.getvalue()}")
+        try:
+            with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+                rc = cli(list(argv))
+        finally:
+            self.log.write(f"$ tokunify {' '.join(argv)}\n{buf.getvalue()}")
         if rc != 0:
             lines = [ln for ln in buf.getvalue().splitlines() if ln.strip()]
             raise StepFailed(lines[-1] if lines else f"tokunify {argv[0]} exited {rc}")
@@ -636,8 +638,11 @@ class Outcome:
 
 def run_path(c: Check, name: str, fn: Path_) -> Outcome:
     c.log.write(f"\n==== {name}\n")
+    t = time.perf_counter()
     try:
-        return Outcome(name, "ok", fn(c))
+        figure = fn(c)
+        # the seconds include the shared inputs this path was the first to need
+        return Outcome(name, "ok", f"{figure}  [{time.perf_counter() - t:.0f} s]")
     except Skip as e:
         return Outcome(name, "skip", f"({e})")
     except Exception as e:
@@ -708,6 +713,8 @@ def main(argv: list[str] | None = None) -> int:
         results = run_all(root, device, paths)
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "skip", "FAILED")}
     where = f"; log in {root / 'gpu_check.log'}" if args.keep else ""
+    if counts["FAILED"] and not args.keep:
+        where = "; rerun with --keep DIR for the log"
     print(f"gpu_check: {counts['ok']} ok, {counts['skip']} skipped, {counts['FAILED']} failed "
           f"in {time.perf_counter() - t0:.0f} s on {device}{where}")  # fmt: skip
     return 1 if counts["FAILED"] else 0
