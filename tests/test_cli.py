@@ -10,7 +10,7 @@ from typing import Literal
 import pytest
 import yaml
 
-from tokunify.cli import COMMANDS, build_parser, parse_command
+from tokunify.cli import COMMANDS, build_parser, main, parse_command
 from tokunify.core.config import ConfigError
 
 
@@ -121,3 +121,16 @@ def test_mistyped_options_print_usage_and_the_closest_names(argv, expected, caps
     err = capsys.readouterr().err
     assert err.startswith(f"usage: tokunify {argv[0]}") and expected in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["generate", "tokenize", "serve", "chat"])
+def test_a_bad_device_is_one_line_naming_the_field(command, tmp_path, capsys):
+    """Any command's --device is checked before it runs: one line, exit 1, no torch traceback."""
+    argv = {"generate": ["generate", str(tmp_path), "--task", "asr", "--input", "x.wav"],
+            "tokenize": ["tokenize", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "s"),
+                         "--tokenizer", "units=u.yaml"],
+            "serve": ["serve", str(tmp_path)],
+            "chat": ["chat", str(tmp_path)]}[command]  # fmt: skip
+    assert main([*argv, "--device", "no-such-device"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"tokunify {command}: error: device: 'no-such-device' is not a torch device (cpu, cuda, cuda:N, mps, ...)"]  # fmt: skip

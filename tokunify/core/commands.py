@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from tokunify.core.config import (
     ConfigError,
     add_arguments,
@@ -280,8 +282,26 @@ def parse_command(argv: list[str]) -> tuple[str | None, Any]:
     values = {k: v for k, v in vars(ns).items() if k not in ("command", "config_path", "config")}
     if path is not None or cmd.config_file:
         data = apply_overrides(read_data_file(path) if path else {}, values)
-        return ns.command, from_dict(cls, data, source=str(path or "command line"))
-    return ns.command, from_flat(cls, values)
+        args = from_dict(cls, data, source=str(path or "command line"))
+    else:
+        args = from_flat(cls, values)
+    check_device(args)
+    return ns.command, args
+
+
+def check_device(args: Any) -> None:
+    """A command's ``device`` field names a torch device (``cpu``, ``cuda``, ``cuda:1``, ``mps``;
+    ``auto`` where a command offers it),
+    refused here in one line rather than in torch's traceback wherever it is first used."""
+    device = getattr(args, "device", None)
+    if not isinstance(device, str) or device == "auto":  # "auto": the command picks
+        return
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ConfigError(
+            f"device: {device!r} is not a torch device (cpu, cuda, cuda:N, mps, ...)"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
