@@ -142,3 +142,25 @@ def test_packer_best_fit_and_state():
     b3, _ = long.next_batch(1, lambda: doc(20))
     assert (b3.doc_ids[0] == 0).all()  # cut to the row length
     assert len(pack_docs([doc(3), doc(3), doc(3)], 6, 0, rows=1)) == 2
+
+
+def test_flash_varlen_path_sends_the_rows_as_one_packed_row(monkeypatch):
+    """transformers reads packed sequences from position_ids only for a batch of one row, so the
+    flash-attn varlen path flattens [B, L] to [1, B*L]. Stand-in for the CUDA-only kernel: our
+    per-document attention, which also finds documents from restarting position_ids alone; the
+    flattened forward must equal the per-row per-document forward (a row attending to another
+    row, or documents to each other, would not)."""
+    model = tiny("llama")
+    assert packed_attention.choose(model) == packed_attention.PER_DOCUMENT
+    b = pack([[doc(7, 0, 1), doc(9, 1, 2)], [doc(5, 0, 3), doc(11, 1, 4)]], seq_len=20, pad_id=0)
+    seen: list[tuple[int, ...]] = []
+    model.register_forward_pre_hook(
+        lambda m, args, kw: seen.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+    )
+    with torch.no_grad():
+        rows = forward(model, b)  # [B, L, V], the per-document path
+        monkeypatch.setattr(packed_attention, "path_of", lambda m: packed_attention.FLASH_VARLEN)
+        flat = forward(model, b)
+    assert seen == [(2, 20), (1, 40)] and flat.shape == rows.shape
+    for r, n in enumerate([16, 16]):  # real tokens of each row (pads are documents of one)
+        torch.testing.assert_close(flat[r, :n], rows[r, :n], atol=1e-5, rtol=1e-5)

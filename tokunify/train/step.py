@@ -59,8 +59,15 @@ def forward(
         )
         kw: dict[str, Any] = {attention.BOUNDS_KW: plan}  # built once, used by every layer
         return model(**inputs, position_ids=batch.position_ids, **kw).logits
-    if path == attention.FLASH_VARLEN:  # varlen kernels find document boundaries from position_ids
-        return model(**inputs, position_ids=batch.position_ids).logits
+    if path == attention.FLASH_VARLEN:
+        # varlen kernels find document boundaries from restarting position_ids, but transformers
+        # reads a batch as packed only when it has one row: the B rows go in as one [1, B*L] row
+        # (every row starts a document at position 0, a pad is a document of one) and the logits
+        # come back as [B, L, V]
+        b, n = batch.input_ids.shape
+        flat = {k: v.reshape(1, b * n, *v.shape[2:]) for k, v in inputs.items()}
+        logits = model(**flat, position_ids=batch.position_ids.reshape(1, b * n)).logits
+        return logits.reshape(b, n, -1)  # [B, L, V]
     return model(
         **inputs,
         attention_mask=batch.attention_mask(),
