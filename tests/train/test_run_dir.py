@@ -20,7 +20,7 @@ from tokunify.data.store import StoreError, StoreMeta, TokenStore, write_chunk
 from tokunify.train import data as train_data
 from tokunify.train.config import TrainConfig
 from tokunify.train.loop import LOCK_FILE, run_train
-from tokunify.train.setup import config_changes
+from tokunify.train.setup import config_changes, field_defaults
 
 TRAIN = [sys.executable, "-m", "tokunify", "train"]
 
@@ -115,6 +115,18 @@ def test_config_changes_ignore_the_resumable_keys():
     a = {"steps": 3, "max_minutes": 0.0, "optim": {"lr": 0.1}, "data": {"stores": ["a"]}}
     b = {"steps": 9, "max_minutes": 5.0, "optim": {"lr": 0.1}, "data": {"stores": ["a", "b"]}}
     assert config_changes(a, b) == ["data.stores (['a'] -> ['a', 'b'])"]
+
+
+def test_a_field_newer_than_the_checkpoint_changes_nothing_at_its_default():
+    """A run saved before a field existed (e.g. speech_input, llm) resumes under the same config:
+    the new field at its default is no change; set to something else, it is."""
+    defaults = field_defaults(TrainConfig)
+    assert defaults["llm"] == "full" and defaults["speech_input.encoder"] == ""
+    saved = {"steps": 3, "optim": {"lr": 0.1}}
+    now = {"steps": 3, "optim": {"lr": 0.1}, "llm": "full", "speech_input": {"encoder": ""}}
+    assert config_changes(saved, now, defaults) == []
+    now["llm"] = "frozen"
+    assert config_changes(saved, now, defaults) == ["llm ('full' -> 'frozen')"]
 
 
 def test_a_second_train_on_one_out_fails_at_once(train_bundle, train_store, tmp_path):

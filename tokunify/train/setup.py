@@ -8,7 +8,7 @@ import math
 import os
 import shutil
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -454,9 +454,30 @@ def flat_items(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """The dotted keys (outside :data:`RESUMABLE_KEYS`) whose values differ, ``key (a -> b)``."""
+def field_defaults(cls: type) -> dict[str, Any]:
+    """``{"data.seq_len": 1024, ...}``: the dotted default of every field of a config dataclass
+    (nested configs through their own defaults; required fields have none)."""
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.default is not MISSING:
+            value = f.default
+        elif f.default_factory is not MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        data = json.loads(json.dumps(asdict(value) if is_dataclass(value) else value))
+        out.update(flat_items(data, f"{f.name}." if isinstance(data, dict) else f.name))
+    return out
+
+
+def config_changes(
+    saved: dict[str, Any], now: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> list[str]:
+    """The dotted keys (outside :data:`RESUMABLE_KEYS`) whose values differ, ``key (a -> b)``. A key
+    the saved config lacks (a field added by a newer tokunify) differs only if its value now is not
+    its default (``defaults``, dotted)."""
     a, b = flat_items(saved), flat_items(json.loads(json.dumps(now)))
+    a = {**{k: v for k, v in (defaults or {}).items() if k in b}, **a}
     keys = sorted(k for k in set(a) | set(b) if k.split(".")[0] not in RESUMABLE_KEYS)
     return [f"{k} ({a.get(k)!r} -> {b.get(k)!r})" for k in keys if a.get(k) != b.get(k)]
 
@@ -479,7 +500,7 @@ def check_existing_run(cfg: TrainConfig, main_process: bool) -> list[str]:
             "or --resume to go on"
         )
     saved = json.loads((ckpt / TRAINER_FILE).read_text()).get("config", {})
-    changed = config_changes(saved, asdict(cfg))
+    changed = config_changes(saved, asdict(cfg), field_defaults(type(cfg)))
     if changed and cfg.resume is None:
         raise ValueError(
             f"{cfg.out}: this config differs from its checkpoint {ckpt.name} in "
